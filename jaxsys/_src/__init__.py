@@ -1,0 +1,1 @@
+"""Internal helpers shared by every technique: configs, benchmarks, reports, tests."""
