@@ -692,7 +692,9 @@ def transformer_layer(
     x_BTM: jax.Array,
     positions_BT: jax.Array,
     lengths_B: jax.Array,
-) -> tuple[jax.Array, jax.Array, jax.Array]:
+    *,
+    return_query: bool = False,
+) -> tuple[jax.Array, ...]:
   """One pre-norm Llama block over a right-padded batch (causal attention).
 
   Args:
@@ -702,15 +704,18 @@ def transformer_layer(
     x_BTM: residual stream in (B, T, M).
     positions_BT: RoPE positions (B, T) int.
     lengths_B: valid tokens per row (B,).
+    return_query: also return the post-RoPE queries ``q_BHTD``.
 
   Returns:
     ``(x_BTM, k_BKTD, v_BKTD)``: residual stream out, and this layer's
-    post-RoPE keys and values laid out as in the cache.
+    post-RoPE keys and values laid out as in the cache (plus ``q_BHTD`` when
+    `return_query`).
   """
   q_BTHD, k_BTKD, v_BTKD = _qkv(layer_params, config, x_BTM, positions_BT)
   o_BTHD = causal_attention(q_BTHD, k_BTKD, v_BTKD, lengths_B)
   x_BTM = _out_and_mlp(layer_params, config, x_BTM, o_BTHD)
-  return x_BTM, k_BTKD.transpose(0, 2, 1, 3), v_BTKD.transpose(0, 2, 1, 3)
+  out = (x_BTM, k_BTKD.transpose(0, 2, 1, 3), v_BTKD.transpose(0, 2, 1, 3))
+  return out + (q_BTHD.transpose(0, 2, 1, 3),) if return_query else out
 
 
 def _logits(params: Mapping[str, Any], config: SmolLM2Config, x_BM: jax.Array) -> jax.Array:
@@ -726,7 +731,8 @@ def _check_int_array(name: str, x: Any, ndim: int) -> None:
     )
 
 
-@functools.partial(jax.jit, static_argnames=("config", "max_len", "all_logits"))
+@functools.partial(
+    jax.jit, static_argnames=("config", "max_len", "all_logits", "return_queries"))
 def prefill(
     params: Mapping[str, Any],
     config: SmolLM2Config,
@@ -736,7 +742,8 @@ def prefill(
     max_len: int | None = None,
     positions_BT: jax.Array | None = None,
     all_logits: bool = False,
-) -> tuple[jax.Array, KVCache]:
+    return_queries: bool = False,
+) -> tuple[jax.Array, ...]:
   """Causal forward over right-padded prompts; fills a KV cache.
 
   Args:
@@ -748,6 +755,8 @@ def prefill(
     max_len: cache slots to allocate (static, >= T); default T.
     positions_BT: RoPE positions (B, T) int; default ``0 .. T-1`` per row.
     all_logits: return logits at every position instead of the last valid one.
+    return_queries: also return every layer's post-RoPE queries ``q_LBHTD``
+      (L, B, H, T, D), e.g. to evaluate KV policies on real attention.
 
   Returns:
     ``(logits, cache)``: logits (B, V) float32 at position ``lengths_B - 1``
@@ -779,10 +788,12 @@ def prefill(
   x_BTM = jnp.take(params["embed_VM"], tokens_BT, axis=0)
 
   def body(x_BTM, lp):
-    x_BTM, k_BKTD, v_BKTD = transformer_layer(lp, config, x_BTM, positions_BT, lengths_B)
-    return x_BTM, (k_BKTD, v_BKTD)
+    x_BTM, *kvq = transformer_layer(
+        lp, config, x_BTM, positions_BT, lengths_B, return_query=return_queries)
+    return x_BTM, tuple(kvq)
 
-  x_BTM, (k_LBKTD, v_LBKTD) = lax.scan(body, x_BTM, params["layers"])
+  x_BTM, kvq = lax.scan(body, x_BTM, params["layers"])
+  k_LBKTD, v_LBKTD = kvq[:2]
   pad = ((0, 0), (0, 0), (0, 0), (0, max_len - t), (0, 0))
   cache = KVCache(jnp.pad(k_LBKTD, pad), jnp.pad(v_LBKTD, pad), lengths_B)
   if all_logits:
@@ -790,6 +801,8 @@ def prefill(
   else:
     last_BM = jnp.take_along_axis(x_BTM, (lengths_B - 1)[:, None, None], axis=1)[:, 0, :]
     logits = _logits(params, config, last_BM)
+  if return_queries:
+    return logits, cache, kvq[2]
   return logits, cache
 
 

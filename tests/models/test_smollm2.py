@@ -184,7 +184,7 @@ def _numpy_layer(lp, config, x_TM, positions_T):
   h = norm(x, lp["mlp_norm_LM"])
   gate, up = h @ lp["w_gate_LMF"], h @ lp["w_up_LMF"]
   x = x + (gate / (1.0 + np.exp(-gate)) * up) @ lp["w_down_LFM"]
-  return x, k, v
+  return x, k, v, q
 
 
 def test_one_layer_matches_numpy_reference(model):
@@ -194,12 +194,36 @@ def test_one_layer_matches_numpy_reference(model):
   lp = jax.tree_util.tree_map(lambda a: a[layer], params["layers"])
   x_TM = np.asarray(params["embed_VM"])[ids]
   positions = np.arange(len(ids)) + 5  # positions need not start at 0
-  want_x, want_k, want_v = _numpy_layer(lp, config, x_TM.astype(np.float64), positions)
-  got_x, got_k, got_v = jax.jit(smollm2.transformer_layer, static_argnums=1)(
-      lp, config, jnp.asarray(x_TM)[None], _ids(positions)[None], _ids([len(ids)]))
+  want_x, want_k, want_v, want_q = _numpy_layer(lp, config, x_TM.astype(np.float64), positions)
+  layer_fn = jax.jit(smollm2.transformer_layer, static_argnums=1, static_argnames="return_query")
+  got_x, got_k, got_v, got_q = layer_fn(
+      lp, config, jnp.asarray(x_TM)[None], _ids(positions)[None], _ids([len(ids)]),
+      return_query=True)
   testing.assert_allclose(got_x[0], want_x, n=config.d_ff)
   testing.assert_allclose(got_k[0], want_k.transpose(1, 0, 2), n=config.d_model)
   testing.assert_allclose(got_v[0], want_v.transpose(1, 0, 2), n=config.d_model)
+  testing.assert_allclose(got_q[0], want_q.transpose(1, 0, 2), n=config.d_model)
+
+
+def test_prefill_returns_the_queries_of_every_layer(model):
+  config, params, tok = model
+  ids = tok.encode(TEXT_A)[:12]
+  _, cache, q_LBHTD = smollm2.prefill(
+      params, config, _ids([ids]), _ids([12]), max_len=MAX_LEN, return_queries=True)
+  assert q_LBHTD.shape == (30, 1, 9, 12, 64)
+  # A layer's attention output at the last position, recomputed from the captured
+  # query and cache, equals softmax(q K^T / sqrt(D)) V written out in numpy.
+  layer, t = 7, 11
+  q = np.asarray(q_LBHTD[layer, 0, :, t], np.float64)
+  k = np.asarray(cache.k_LBKTD[layer, 0, :, : t + 1], np.float64)
+  v = np.asarray(cache.v_LBKTD[layer, 0, :, : t + 1], np.float64)
+  from jaxsys.kernels.sparse_decode_attention import dense_decode_attention
+  got = dense_decode_attention(q_LBHTD[layer, :, :, t], cache.k_LBKTD[layer],
+                               cache.v_LBKTD[layer], _ids([t + 1]))
+  for h in range(9):
+    s = k[h // 3] @ q[h] / 8.0
+    w = np.exp(s - s.max())
+    testing.assert_allclose(got[0, h], (w / w.sum()) @ v[h // 3], n=t + 1)
 
 
 def test_decode_step_matches_prefill_of_extended_sequence(model):
