@@ -824,7 +824,8 @@ def decode_step(
     *,
     positions_B: jax.Array | None = None,
     attend_fn: AttendFn = full_attention,
-) -> tuple[jax.Array, KVCache]:
+    policy_state: Any = None,
+) -> tuple[Any, ...]:
   """Appends one token per row at slot ``cache.lengths_B`` and returns its logits.
 
   The caller keeps ``cache.lengths_B < max_len`` (a full cache would overwrite
@@ -840,10 +841,16 @@ def decode_step(
     attend_fn: attention over the cache, ``attend_fn(q_BHD, k_BKTD, v_BKTD,
       lengths_B, layer) -> o_BHD`` (static; see the module docstring). Default
       `full_attention`.
+    policy_state: per-layer state of a stateful `attend_fn` (a pytree whose
+      leaves have a leading layer axis L), e.g. a KV-cache policy's state from
+      `jaxsys.kv.decode`. When given, `attend_fn` is called as
+      ``attend_fn(q_BHD, k_BKTD, v_BKTD, lengths_B, layer, state) -> (o_BHD,
+      state)`` with that layer's slice, and the new states are returned.
 
   Returns:
     ``(logits_BV, cache)``: float32 next-token logits (B, V) and the cache with
-    the token's keys/values written and ``lengths_B + 1``.
+    the token's keys/values written and ``lengths_B + 1``; with `policy_state`,
+    ``(logits_BV, cache, policy_state)``.
   """
   _check_int_array("token_B", token_B, 1)
   b = cache.lengths_B.shape[0]
@@ -860,38 +867,58 @@ def decode_step(
   layer_ids = jnp.arange(config.n_layers, dtype=jnp.int32)
 
   def body(x_B1M, xs):
-    lp, k_BKTD, v_BKTD, layer = xs
+    lp, k_BKTD, v_BKTD, layer, state = xs
     q_B1HD, k_B1KD, v_B1KD = _qkv(lp, config, x_B1M, positions_B[:, None])
     k_BKTD = _write_slot(k_BKTD, k_B1KD[:, 0], lengths_B)
     v_BKTD = _write_slot(v_BKTD, v_B1KD[:, 0], lengths_B)
-    o_BHD = attend_fn(q_B1HD[:, 0], k_BKTD, v_BKTD, lengths_B + 1, layer)
+    if policy_state is None:
+      o_BHD = attend_fn(q_B1HD[:, 0], k_BKTD, v_BKTD, lengths_B + 1, layer)
+    else:
+      o_BHD, state = attend_fn(q_B1HD[:, 0], k_BKTD, v_BKTD, lengths_B + 1, layer, state)
     x_B1M = _out_and_mlp(lp, config, x_B1M, o_BHD[:, None])
-    return x_B1M, (k_BKTD, v_BKTD)
+    return x_B1M, (k_BKTD, v_BKTD, state)
 
-  x_B1M, (k_LBKTD, v_LBKTD) = lax.scan(
-      body, x_B1M, (params["layers"], cache.k_LBKTD, cache.v_LBKTD, layer_ids))
-  return _logits(params, config, x_B1M[:, 0]), KVCache(k_LBKTD, v_LBKTD, lengths_B + 1)
+  x_B1M, (k_LBKTD, v_LBKTD, new_state) = lax.scan(
+      body, x_B1M,
+      (params["layers"], cache.k_LBKTD, cache.v_LBKTD, layer_ids, policy_state))
+  logits_BV = _logits(params, config, x_B1M[:, 0])
+  cache = KVCache(k_LBKTD, v_LBKTD, lengths_B + 1)
+  if policy_state is None:
+    return logits_BV, cache
+  return logits_BV, cache, new_state
 
 
 @functools.partial(
-    jax.jit, static_argnames=("config", "max_new_tokens", "max_len", "attend_fn", "eos_id"))
-def _generate(params, config, tokens, lengths_B, *, max_new_tokens, max_len, attend_fn, eos_id):
+    jax.jit,
+    static_argnames=("config", "max_new_tokens", "max_len", "attend_fn", "eos_id",
+                     "state_init_fn"))
+def _generate(params, config, tokens, lengths_B, *, max_new_tokens, max_len, attend_fn, eos_id,
+              state_init_fn):
   tokens_BT = (tokens[None, :] if tokens.ndim == 1 else tokens).astype(jnp.int32)
   lengths_B = lengths_B.astype(jnp.int32)
-  logits_BV, cache = prefill(params, config, tokens_BT, lengths_B, max_len=max_len)
+  if state_init_fn is None:
+    logits_BV, cache = prefill(params, config, tokens_BT, lengths_B, max_len=max_len)
+    state = None
+  else:
+    logits_BV, cache, q_LBHTD = prefill(
+        params, config, tokens_BT, lengths_B, max_len=max_len, return_queries=True)
+    state = state_init_fn(cache, q_LBHTD)
   first_B = jnp.argmax(logits_BV, axis=-1).astype(jnp.int32)
   done_B = (first_B == eos_id) if eos_id is not None else jnp.zeros_like(first_B, dtype=bool)
 
   def step(carry, _):
-    cache, tok_B, done_B = carry
-    logits_BV, cache = decode_step(params, config, cache, tok_B, attend_fn=attend_fn)
+    cache, state, tok_B, done_B = carry
+    out = decode_step(params, config, cache, tok_B, attend_fn=attend_fn, policy_state=state)
+    logits_BV, cache = out[:2]
+    state = out[2] if state is not None else None
     nxt_B = jnp.argmax(logits_BV, axis=-1).astype(jnp.int32)
     if eos_id is not None:
       nxt_B = jnp.where(done_B, jnp.int32(eos_id), nxt_B)
       done_B = done_B | (nxt_B == eos_id)
-    return (cache, nxt_B, done_B), nxt_B
+    return (cache, state, nxt_B, done_B), nxt_B
 
-  _, rest_NB = lax.scan(step, (cache, first_B, done_B), None, length=max_new_tokens - 1)
+  _, rest_NB = lax.scan(
+      step, (cache, state, first_B, done_B), None, length=max_new_tokens - 1)
   return jnp.concatenate([first_B[:, None], rest_NB.T], axis=1)
 
 
@@ -905,6 +932,7 @@ def generate_greedy(
     max_len: int | None = None,
     attend_fn: AttendFn = full_attention,
     eos_id: int | None = None,
+    state_init_fn: Callable[[KVCache, jax.Array], Any] | None = None,
 ) -> jax.Array:
   """Greedy decoding: one prefill and a `lax.scan` of `decode_step`, one jit.
 
@@ -922,6 +950,10 @@ def generate_greedy(
     attend_fn: attention over the cache in each decode step (see
       `decode_step`).
     eos_id: if given, a row that emits it keeps emitting it.
+    state_init_fn: for a stateful `attend_fn` (see `decode_step`):
+      ``state_init_fn(cache, q_LBHTD) -> policy_state`` builds the per-layer
+      state after prefill from the cache and the prompt's queries (hashable,
+      static). `jaxsys.kv.decode.policy_attention` returns such a pair.
 
   Returns:
     Generated ids (B, max_new_tokens) int32 (B = 1 for a 1-D prompt).
@@ -957,4 +989,5 @@ def generate_greedy(
         f" {lengths_B.dtype} with shape {tuple(lengths_B.shape)}"
     )
   return _generate(params, config, prompt_tokens, lengths_B, max_new_tokens=max_new_tokens,
-                   max_len=max_len, attend_fn=attend_fn, eos_id=eos_id)
+                   max_len=max_len, attend_fn=attend_fn, eos_id=eos_id,
+                   state_init_fn=state_init_fn)
