@@ -24,3 +24,19 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_compilation_cache_dir", os.path.join(REPO, ".cache", "jax"))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def load_benchmark(name):
+  """Imports benchmarks/<name>.py (not a package) as module ``benchmarks_<name>``."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+
+  module_name = f"benchmarks_{name}"
+  if module_name in sys.modules:
+    return sys.modules[module_name]
+  spec = importlib.util.spec_from_file_location(
+      module_name, os.path.join(REPO, "benchmarks", f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  sys.modules[module_name] = module  # dataclasses look their module up here
+  spec.loader.exec_module(module)
+  return module

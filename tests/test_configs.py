@@ -1,7 +1,6 @@
 """Every config file under configs/ loads into its benchmark's Config (none rots)."""
 
 import glob
-import importlib.util
 import os
 import pathlib
 
@@ -9,7 +8,7 @@ import pytest
 import yaml
 
 from jaxsys._src.config import load_config
-from tests.conftest import REPO
+from tests.conftest import REPO, load_benchmark
 
 CONFIG_DIR = os.path.join(REPO, "configs")
 BENCH_DIR = os.path.join(REPO, "benchmarks")
@@ -25,13 +24,6 @@ def _benchmarks():
 
 def _config_files():
   return sorted(glob.glob(os.path.join(CONFIG_DIR, "**", "*.yaml"), recursive=True))
-
-
-def _load_benchmark(name):
-  spec = importlib.util.spec_from_file_location(f"bench_{name}", os.path.join(BENCH_DIR, f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 def test_every_benchmark_has_smoke_and_paper_configs():
@@ -55,7 +47,7 @@ def test_config_loads_into_its_benchmark_config(path):
   assert first.startswith("#") and f"benchmarks/{name}.py" in first, (
       f"{rel}: first line must be a comment with the command, e.g."
       f" '# python benchmarks/{name}.py --config configs/{rel} --out results (~N min)'")
-  module = _load_benchmark(name)
+  module = load_benchmark(name)
   cfg = load_config(path, module.Config)
   assert cfg is not None
   assert isinstance(yaml.safe_load(pathlib.Path(path).read_text(encoding="utf-8")), dict)
