@@ -246,7 +246,7 @@ def clusterkv(
     *,
     num_sinks: int = 16,
     window: int = 16,
-    num_clusters: int | None = None,
+    num_clusters: int | None = 400,
     tokens_per_cluster: int = 80,
     max_clusters: int | None = None,
     iters: int = 20,
@@ -256,11 +256,13 @@ def clusterkv(
 ) -> base.KVPolicy:
   """ClusterKV (arXiv 2412.03213) as a KV policy: select tokens by key clusters.
 
-  Defaults are the authors': 16 sinks, 20 k-means iterations, 8 new clusters per
-  320 decoded tokens. The authors fix 400 clusters for the prompt (about 80
-  tokens per cluster at 32k context); by default the number scales with the
-  prompt instead, ``ceil((length - num_sinks) / tokens_per_cluster)`` per
-  sequence, and `num_clusters` fixes it.
+  Defaults are the authors' (accuracy path): 400 prompt clusters whatever the
+  prompt length (capped at the clusterable tokens), 16 sinks, 20 k-means
+  iterations, 8 new clusters per 320 decoded tokens. ``num_clusters=None``
+  scales the count with the prompt instead,
+  ``ceil((length - num_sinks) / tokens_per_cluster)`` per sequence (at 2k
+  context, SmolLM2 layers 2-29, 400 clusters recall more attention mass than 80
+  tokens per cluster: 0.78 vs 0.66 at budget 64, see benchmarks/kv_cache.py).
 
   Args:
     budget: tokens attended per (sequence, KV head), sinks and window included.

@@ -9,9 +9,11 @@ from jaxsys.models.smollm2 import chat_prompt
 from jaxsys.models.smollm2 import decode_step
 from jaxsys.models.smollm2 import full_attention
 from jaxsys.models.smollm2 import generate_greedy
+from jaxsys.models.smollm2 import greedy_from_cache
 from jaxsys.models.smollm2 import gguf_path
 from jaxsys.models.smollm2 import load_smollm2
 from jaxsys.models.smollm2 import prefill
 from jaxsys.models.smollm2 import read_config
 from jaxsys.models.smollm2 import rms_norm
+from jaxsys.models.smollm2 import score_continuation
 from jaxsys.models.smollm2 import transformer_layer

@@ -904,6 +904,31 @@ def _generate(params, config, tokens, lengths_B, *, max_new_tokens, max_len, att
         params, config, tokens_BT, lengths_B, max_len=max_len, return_queries=True)
     state = state_init_fn(cache, q_LBHTD)
   first_B = jnp.argmax(logits_BV, axis=-1).astype(jnp.int32)
+  rest_BN = greedy_from_cache(params, config, cache, first_B, max_new_tokens - 1,
+                              attend_fn=attend_fn, policy_state=state, eos_id=eos_id)
+  return jnp.concatenate([first_B[:, None], rest_BN], axis=1)
+
+
+def greedy_from_cache(
+    params: Mapping[str, Any],
+    config: SmolLM2Config,
+    cache: KVCache,
+    first_B: jax.Array,
+    num_steps: int,
+    *,
+    attend_fn: AttendFn = full_attention,
+    policy_state: Any = None,
+    eos_id: int | None = None,
+) -> jax.Array:
+  """Greedy decoding from a filled cache: `num_steps` decode steps in one `lax.scan`.
+
+  Feeds `first_B` (the token predicted by prefill) and each following argmax;
+  lets several decoders (e.g. KV policies) continue from one shared prefill.
+  Call it under `jax.jit` (`config`, `num_steps`, `attend_fn`, `eos_id` static).
+
+  Returns:
+    The ``num_steps`` tokens after `first_B`, (B, num_steps) int32.
+  """
   done_B = (first_B == eos_id) if eos_id is not None else jnp.zeros_like(first_B, dtype=bool)
 
   def step(carry, _):
@@ -918,8 +943,8 @@ def _generate(params, config, tokens, lengths_B, *, max_new_tokens, max_len, att
     return (cache, state, nxt_B, done_B), nxt_B
 
   _, rest_NB = lax.scan(
-      step, (cache, state, first_B, done_B), None, length=max_new_tokens - 1)
-  return jnp.concatenate([first_B[:, None], rest_NB.T], axis=1)
+      step, (cache, policy_state, first_B.astype(jnp.int32), done_B), None, length=num_steps)
+  return rest_NB.T
 
 
 def generate_greedy(
@@ -991,3 +1016,68 @@ def generate_greedy(
   return _generate(params, config, prompt_tokens, lengths_B, max_new_tokens=max_new_tokens,
                    max_len=max_len, attend_fn=attend_fn, eos_id=eos_id,
                    state_init_fn=state_init_fn)
+
+
+@functools.partial(
+    jax.jit, static_argnames=("config", "prompt_len", "attend_fn", "state_init_fn"))
+def score_continuation(
+    params: Mapping[str, Any],
+    config: SmolLM2Config,
+    tokens_BT: jax.Array,
+    *,
+    prompt_len: int,
+    attend_fn: AttendFn = full_attention,
+    state_init_fn: Callable[[KVCache, jax.Array], Any] | None = None,
+) -> jax.Array:
+  """Teacher-forced negative log-likelihood of a continuation under decode-time attention.
+
+  The first `prompt_len` tokens are prefilled (full attention); every later token
+  is fed one decode step at a time through `attend_fn` (with its per-layer
+  state, as in `decode_step`), so a KV policy compresses the cache exactly as it
+  would while generating. Perplexity of the continuation = ``exp(mean(nll))``.
+
+  Args:
+    params: weights from `load_smollm2`.
+    config: the model config.
+    tokens_BT: token ids (B, T), all rows of full length T.
+    prompt_len: tokens prefilled before decoding starts (1 <= prompt_len < T).
+    attend_fn: decode attention (stateless, or stateful with `state_init_fn`).
+    state_init_fn: builds the per-layer policy state after prefill.
+
+  Returns:
+    ``nll_BN`` float32 (B, T - prompt_len): -log p(token t | tokens < t) for
+    ``t = prompt_len .. T-1``.
+  """
+  _check_int_array("tokens_BT", tokens_BT, 2)
+  b, t = tokens_BT.shape
+  if not 1 <= prompt_len < t:
+    raise ValueError(f"prompt_len: expected in [1, {t}), given {prompt_len}")
+  tokens_BT = tokens_BT.astype(jnp.int32)
+  lengths_B = jnp.full((b,), prompt_len, jnp.int32)
+  prompt_BT = tokens_BT[:, :prompt_len]
+  if state_init_fn is None:
+    logits_BV, cache = prefill(params, config, prompt_BT, lengths_B, max_len=t)
+    state = None
+  else:
+    logits_BV, cache, q_LBHTD = prefill(
+        params, config, prompt_BT, lengths_B, max_len=t, return_queries=True)
+    state = state_init_fn(cache, q_LBHTD)
+
+  def nll(logits_BV, next_B):
+    logp_BV = jax.nn.log_softmax(logits_BV, axis=-1)
+    return -jnp.take_along_axis(logp_BV, next_B[:, None], axis=1)[:, 0]
+
+  first_B = nll(logits_BV, tokens_BT[:, prompt_len])
+
+  def step(carry, i):
+    cache, state = carry
+    tok_B = jax.lax.dynamic_index_in_dim(tokens_BT, i, axis=1, keepdims=False)
+    nxt_B = jax.lax.dynamic_index_in_dim(tokens_BT, i + 1, axis=1, keepdims=False)
+    out = decode_step(params, config, cache, tok_B, attend_fn=attend_fn, policy_state=state)
+    cache = out[1]
+    state = out[2] if state is not None else None
+    return (cache, state), nll(out[0], nxt_B)
+
+  steps = jnp.arange(prompt_len, t - 1, dtype=jnp.int32)
+  _, rest_NB = lax.scan(step, (cache, state), steps)
+  return jnp.concatenate([first_B[:, None], rest_NB.T], axis=1)

@@ -35,3 +35,28 @@ def test_claims_follow_the_rows(kv_cache):
 def test_unknown_method_is_rejected(kv_cache):
   with pytest.raises(ValueError, match="methods: unknown \\['magic'\\]"):
     kv_cache.Config(context=256, eval_steps=4, layers=(2,), budgets=(64,), methods=("magic",))
+
+
+def test_passkey_and_stream_claims_follow_the_rows(kv_cache):
+  cfg = kv_cache.Config(context=256, eval_steps=4, layers=(2,), budgets=(64,),
+                        methods=(), passkey_context=1024, passkey_depths=(0.2, 0.8),
+                        stream_cache=16, stream_segments=4, timing_contexts=())
+  def pk(method, correct):
+    return [dict(part="passkey", method=method, depth=d, correct=c)
+            for d, c in zip((0.2, 0.8), correct)]
+  def st(method, ppls):
+    rows = [dict(part="stream", method=method, segment=i, ppl=p) for i, p in enumerate(ppls)]
+    return rows + [dict(part="stream", method=method, segment="all", ppl=sum(ppls) / 4)]
+  rows = (pk("full", (True, True)) + pk("clusterkv", (True, True)) + pk("streaming_llm", (False, True))
+          + st("dense", (5, 6, 7, 8)) + st("inf_mllm", (5.5, 6, 7, 9.1)) + st("streaming_llm", (6, 7, 8, 9)))
+  claims = {c.id: c for c in kv_cache.claims_from(rows, cfg)}
+  assert claims["clusterkv_passkey_near_full"].measured == 1.0
+  assert claims["clusterkv_passkey_near_full"].holds
+  assert claims["clusterkv_passkey_gt_streaming"].holds  # 1.0 > 0.5
+  # worst segment ratio 9.1 / 8 = 1.1375 <= 1.15
+  assert claims["infmllm_stream_stable"].measured == pytest.approx(1.138, abs=1e-3)
+  assert claims["infmllm_stream_stable"].holds
+  assert claims["infmllm_le_streaming"].holds  # 6.9 <= 7.5
+  rows = [r if not (r.get("method") == "inf_mllm" and r.get("segment") == 0) else
+          dict(r, ppl=6.0) for r in rows]  # 6.0 / 5 = 1.2 > 1.15
+  assert not {c.id: c for c in kv_cache.claims_from(rows, cfg)}["infmllm_stream_stable"].holds

@@ -170,7 +170,7 @@ def test_init_index_is_a_cosine_clustering_of_the_prompt():
   num_sinks, tpc = 4, 10
   k = rng.standard_normal((B, K, T, D)).astype(np.float32)
   lengths = np.array([64, 37], np.int32)  # ragged: row 1 is padded after 37
-  policy = clusterkv.clusterkv(24, num_sinks=num_sinks, window=4, tokens_per_cluster=tpc,
+  policy = clusterkv.clusterkv(24, num_sinks=num_sinks, window=4, num_clusters=None, tokens_per_cluster=tpc,
                                iters=5, cluster_every=16, new_clusters=2)
   state = jax.jit(policy.init)(jnp.asarray(k), jnp.asarray(k), jnp.asarray(lengths),
                                jnp.zeros((B, H, T, D), jnp.float32))
@@ -247,7 +247,7 @@ def test_select_after_init_matches_python_reference():
   lengths = np.array([48, 29], np.int32)
   k = rng.standard_normal((B, K, T, D)).astype(np.float32)
   q = rng.standard_normal((B, H, D)).astype(np.float32)
-  policy = clusterkv.clusterkv(4 + 4 + 13, num_sinks=4, window=4, tokens_per_cluster=6, iters=4)
+  policy = clusterkv.clusterkv(4 + 4 + 13, num_sinks=4, window=4, num_clusters=None, tokens_per_cluster=6, iters=4)
   state = jax.jit(policy.init)(jnp.asarray(k), jnp.asarray(k), jnp.asarray(lengths),
                                jnp.zeros((B, H, T, D), jnp.float32))
   idx = jax.jit(policy.select)(state, jnp.asarray(q), jnp.asarray(k), jnp.asarray(lengths))
@@ -308,7 +308,7 @@ def test_incremental_clustering_appends_and_compiles_once():
   k = rng.standard_normal((B, K, T, D)).astype(np.float32)
   q = rng.standard_normal((B, H, T, D)).astype(np.float32)
   policy = clusterkv.clusterkv(num_sinks + window + 20, num_sinks=num_sinks, window=window,
-                               tokens_per_cluster=8, iters=5, cluster_every=every,
+                               num_clusters=None, tokens_per_cluster=8, iters=5, cluster_every=every,
                                new_clusters=new)
   k_j = jnp.asarray(k)
   state = jax.jit(policy.init)(k_j, k_j, jnp.asarray(prompt),
@@ -403,7 +403,7 @@ def test_recalls_more_than_random_and_full_budget_is_exact():
   q, k, v = clustered_qkv(rng, B=B, H=H, K=K, T=T, D=D, num_centers=12)
   budget, ns, w = 32, 4, 4
   run = jax.jit(metrics.replay, static_argnames=("policy", "prompt_len", "steps"))
-  ckv = run(clusterkv.clusterkv(budget, num_sinks=ns, window=w, tokens_per_cluster=16,
+  ckv = run(clusterkv.clusterkv(budget, num_sinks=ns, window=w, num_clusters=None, tokens_per_cluster=16,
                                 iters=10), q, k, v, prompt_len=prompt, steps=steps)
   rnd = run(random_policy(budget, num_sinks=ns, window=w), q, k, v,
             prompt_len=prompt, steps=steps)
@@ -414,7 +414,7 @@ def test_recalls_more_than_random_and_full_budget_is_exact():
   np.testing.assert_array_equal(ckv.attended_B, budget)  # the budget is used in full
 
   # a budget covering every token (with incremental clustering on): full attention
-  full = run(clusterkv.clusterkv(T, num_sinks=ns, window=w, tokens_per_cluster=16, iters=3,
+  full = run(clusterkv.clusterkv(T, num_sinks=ns, window=w, num_clusters=None, tokens_per_cluster=16, iters=3,
                                  cluster_every=3, new_clusters=2),
              q, k, v, prompt_len=prompt, steps=steps)
   testing.assert_allclose(full.recall_BH, jnp.ones_like(full.recall_BH), n=T)
@@ -450,11 +450,11 @@ def test_bad_shapes_raise():
   q_prompt = jax.ShapeDtypeStruct((B, H, T, D), jnp.float32)
   lengths = jax.ShapeDtypeStruct((B,), jnp.int32)
   # 4 sinks, 8 tokens per cluster: ceil(60 / 8) = 8 prompt clusters + 4 per 320 -> 8 needed
-  small = clusterkv.clusterkv(32, num_sinks=4, window=4, tokens_per_cluster=8, max_clusters=7,
+  small = clusterkv.clusterkv(32, num_sinks=4, window=4, num_clusters=None, tokens_per_cluster=8, max_clusters=7,
                               new_clusters=4)
   with pytest.raises(ValueError, match=r"max_clusters must be >= 8 .*given 7"):
     jax.eval_shape(small.init, k, k, lengths, q_prompt)
-  policy = clusterkv.clusterkv(32, num_sinks=4, window=4, tokens_per_cluster=8)
+  policy = clusterkv.clusterkv(32, num_sinks=4, window=4, num_clusters=None, tokens_per_cluster=8)
   with pytest.raises(ValueError, match="lengths_B"):
     jax.eval_shape(policy.init, k, k, jax.ShapeDtypeStruct((2,), jnp.int32), q_prompt)
   with pytest.raises(ValueError, match="k_BKTD"):

@@ -315,3 +315,16 @@ def test_passkey_retrieval(model):
   for key, row in zip(keys, np.asarray(out_BN)):
     answer = tok.decode(row, skip_special_tokens=True)
     assert str(key) in answer, (key, answer)
+
+
+def test_score_continuation_matches_one_prefill(model):
+  """Teacher-forced decoding scores every token as one causal prefill does."""
+  config, params, tok = model
+  ids = _ids([tok.encode(TEXT_A)[:12]])
+  nll = smollm2.score_continuation(params, config, ids, prompt_len=5)
+  logits_BTV, _ = smollm2.prefill(params, config, ids, _ids([12]), all_logits=True)
+  logp = jax.nn.log_softmax(logits_BTV[0], axis=-1)
+  want = [-float(logp[t - 1, int(ids[0, t])]) for t in range(5, 12)]
+  testing.assert_allclose(nll[0], want, n=LOGITS_N)
+  with pytest.raises(ValueError, match="prompt_len: expected in \\[1, 12\\), given 12"):
+    smollm2.score_continuation(params, config, ids, prompt_len=12)
