@@ -74,6 +74,15 @@ def check_budget(name: str, budget: int, num_sinks: int, window: int) -> None:
     )
 
 
+def check_fits(policy: "KVPolicy", cache_slots: int) -> None:
+  """Raises if `policy` attends more tokens than the cache can hold."""
+  if policy.budget > cache_slots:
+    raise ValueError(
+        f"{policy.name}: budget ({policy.budget}) must be <= the context, i.e. the"
+        f" cache slots ({cache_slots})"
+    )
+
+
 def group_queries(q_BHD: jax.Array, num_kv_heads: int) -> jax.Array:
   """``q_BHD`` -> ``q_BKGD``: query heads grouped by the KV head they read."""
   B, H, D = q_BHD.shape

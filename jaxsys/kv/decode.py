@@ -61,6 +61,7 @@ def policy_attention(
   def state_init_fn(cache, q_LBHTD):
     lengths_B = cache.lengths_B
     T_cache, T_q = cache.k_LBKTD.shape[3], q_LBHTD.shape[3]
+    base.check_fits(policy, T_cache)
     if T_q < T_cache:  # one query row per cache slot, as `KVPolicy.init` takes
       q_LBHTD = jnp.pad(q_LBHTD, ((0, 0), (0, 0), (0, 0), (0, T_cache - T_q), (0, 0)))
     return jax.vmap(policy.init, in_axes=(0, 0, None, 0))(

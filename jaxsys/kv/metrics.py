@@ -110,6 +110,7 @@ def replay(
         f"prompt_len + steps ({prompt_len} + {steps}) must be <= the captured"
         f" length {T}"
     )
+  base.check_fits(policy, k_BKTD.shape[2])
   lengths0 = jnp.full((B,), prompt_len, jnp.int32)
   q_prompt = jnp.where(
       (jnp.arange(T) < prompt_len)[None, None, :, None], q_BHTD, 0.0

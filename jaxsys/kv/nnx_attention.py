@@ -57,6 +57,7 @@ class PolicyAttention(nnx.Module):
       self, k_BKTD: jax.Array, v_BKTD: jax.Array, lengths_B: jax.Array, q_BHTD: jax.Array
   ) -> None:
     """Builds the policy state from the prompt's cache and queries (`KVPolicy.init`)."""
+    base.check_fits(self.policy, k_BKTD.shape[2])
     self.state.value = self.policy.init(k_BKTD, v_BKTD, lengths_B, q_BHTD)
 
   def __call__(

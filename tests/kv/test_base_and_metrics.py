@@ -111,5 +111,7 @@ def test_errors():
   with pytest.raises(ValueError, match=r"query heads \(5\) must be a multiple of the KV heads \(2\)"):
     base.group_queries(jnp.zeros((1, 5, 4)), 2)
   q, k, v = map(jnp.asarray, case())
+  with pytest.raises(ValueError, match=r"oracle_topk: budget \(64\) must be <= the context, i.e. the cache slots \(48\)"):
+    metrics.replay(base.oracle_topk(64), q, k, v, prompt_len=40, steps=2)
   with pytest.raises(ValueError, match="must be <= the captured length 48"):
     metrics.replay(base.full(48), q, k, v, prompt_len=40, steps=9)

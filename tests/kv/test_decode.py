@@ -54,3 +54,11 @@ def test_policy_decode_step_threads_state_and_compiles_once(model):
 def test_dense_layers_must_be_non_negative():
   with pytest.raises(ValueError, match="dense_layers: expected an int >= 0, given -1"):
     decode.policy_attention(base.full(4), dense_layers=-1)
+
+
+def test_budget_larger_than_the_context_is_an_error():
+  cache = smollm2.KVCache(jnp.zeros((2, 1, 1, 16, 4), jnp.float32),
+                          jnp.zeros((2, 1, 1, 16, 4), jnp.float32), jnp.asarray([8], jnp.int32))
+  pa = decode.policy_attention(base.oracle_topk(32))
+  with pytest.raises(ValueError, match=r"budget \(32\) must be <= the context, i.e. the cache slots \(16\)"):
+    pa.state_init_fn(cache, jnp.zeros((2, 1, 1, 8, 4), jnp.float32))
