@@ -131,15 +131,21 @@ def main(argv: list[str] | None = None, repo: str = REPO) -> int:
     print("No benchmark scripts in benchmarks/ yet: nothing to run.")
   failures = {}
   start = time.monotonic()
-  with tqdm.tqdm(total=len(selected), unit="benchmark", disable=not selected) as bar:
+  tty = sys.stderr.isatty()  # on a log file, plain lines instead of bar redraws
+  with tqdm.tqdm(total=len(selected), unit="benchmark", disable=not selected or not tty) as bar:
     for name in selected:
       bar.set_description(name)
+      if not tty:
+        print(f"running {name} ({mode} config) ...", flush=True)
+      t0 = time.monotonic()
       error = run_one(
           name, repo=repo, full=ns.full, out_dir=ns.out, bar=bar, timeout_s=ns.timeout
       )
       if error is not None:
         failures[name] = error
         tqdm.tqdm.write(f"FAILED {name}: {error.strip().splitlines()[0]}")
+      elif not tty:
+        print(f"done {name} in {time.monotonic() - t0:.0f}s", flush=True)
       bar.update(1)
   path = report.write_report(ns.out, discovered=available, mode=mode)
   print(

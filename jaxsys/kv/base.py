@@ -83,6 +83,16 @@ def check_fits(policy: "KVPolicy", cache_slots: int) -> None:
     )
 
 
+def masked_softmax(s: jax.Array, valid: jax.Array) -> jax.Array:
+  """Softmax over the last axis restricted to `valid`; all-invalid rows give zeros."""
+  s = jnp.where(valid, s, -jnp.inf)
+  m = jnp.max(s, axis=-1, keepdims=True)
+  m = jnp.where(jnp.isfinite(m), m, 0.0)
+  e = jnp.where(valid, jnp.exp(s - m), 0.0)
+  z = jnp.sum(e, axis=-1, keepdims=True)
+  return e / jnp.where(z > 0, z, 1.0)
+
+
 def group_queries(q_BHD: jax.Array, num_kv_heads: int) -> jax.Array:
   """``q_BHD`` -> ``q_BKGD``: query heads grouped by the KV head they read."""
   B, H, D = q_BHD.shape

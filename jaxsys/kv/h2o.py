@@ -45,16 +45,6 @@ class H2OState(NamedTuple):
   cached_BKT: jax.Array  # [B, K, T] bool: False where evicted (positions not yet written stay True)
 
 
-def _masked_softmax(s: jax.Array, valid: jax.Array) -> jax.Array:
-  """Softmax over the last axis restricted to `valid`; all-invalid rows give zeros."""
-  s = jnp.where(valid, s, -jnp.inf)
-  m = jnp.max(s, axis=-1, keepdims=True)
-  m = jnp.where(jnp.isfinite(m), m, 0.0)
-  e = jnp.where(valid, jnp.exp(s - m), 0.0)
-  z = jnp.sum(e, axis=-1, keepdims=True)
-  return e / jnp.where(z > 0, z, 1.0)
-
-
 def prompt_attention_sum(
     q_BHTD: jax.Array, k_BKTD: jax.Array, lengths_B: jax.Array
 ) -> jax.Array:
@@ -93,7 +83,7 @@ def prompt_attention_sum(
     valid_BQT = (t_T[None, None, :] <= i_Q[None, :, None]) & (
         i_Q[None, :, None] < L_B[:, None, None]
     )
-    p = _masked_softmax(s, valid_BQT[:, None, None, :, :])
+    p = base.masked_softmax(s, valid_BQT[:, None, None, :, :])
     return acc_BKT + jnp.sum(p, axis=(2, 3)), None
 
   starts = jnp.arange(n_blocks, dtype=jnp.int32) * Q
@@ -162,7 +152,7 @@ def h2o(budget: int, *, window: int | None = None) -> base.KVPolicy:
     L_B1 = lengths_B.astype(jnp.int32)[:, None]
     in_window_B1T = ((t_1T >= L_B1 - window) & (t_1T < L_B1))[:, None, :]
     attended_BKT = sel_BKT | in_window_B1T
-    p_BKGT = _masked_softmax(base.decode_scores(q_BHD, k_BKTD), attended_BKT[:, :, None, :])
+    p_BKGT = base.masked_softmax(base.decode_scores(q_BHD, k_BKTD), attended_BKT[:, :, None, :])
     score_BKT = state.score_BKT + jnp.sum(p_BKGT, axis=2)
     middle_B1T = base.middle_mask(lengths_B, T, 0, window)[:, None, :]
     cached_BKT = state.cached_BKT & (~middle_B1T | sel_BKT)

@@ -57,16 +57,6 @@ class InfMLLMState(NamedTuple):
   queries_BHWD: jax.Array  # [B, H, W, D]: ring of the last W queries (slot p % W: position p)
 
 
-def _masked_softmax(s: jax.Array, valid: jax.Array) -> jax.Array:
-  """Softmax over the last axis restricted to `valid`; all-invalid rows give zeros."""
-  s = jnp.where(valid, s, -jnp.inf)
-  m = jnp.max(s, axis=-1, keepdims=True)
-  m = jnp.where(jnp.isfinite(m), m, 0.0)
-  e = jnp.where(valid, jnp.exp(s - m), 0.0)
-  z = jnp.sum(e, axis=-1, keepdims=True)
-  return e / jnp.where(z > 0, z, 1.0)
-
-
 def _ring_positions(lengths_B: jax.Array, W: int) -> jax.Array:
   """``[B, W]`` int32: the position held by each ring slot (negative = empty)."""
   last_B1 = lengths_B.astype(jnp.int32)[:, None] - 1
@@ -106,7 +96,7 @@ def relevance_scores(
   t_T = jnp.arange(T, dtype=jnp.int32)
   causal_BWT = (t_T[None, None, :] <= pos_BW[:, :, None]) & (pos_BW[:, :, None] >= 0)
   valid = causal_BWT[:, None, None, :, :] & cached_BKT[:, :, None, None, :]
-  a_BKT = jnp.sum(_masked_softmax(s, valid), axis=(2, 3))
+  a_BKT = jnp.sum(base.masked_softmax(s, valid), axis=(2, 3))
   r = pool_kernel // 2
   padded = jnp.pad(a_BKT, ((0, 0), (0, 0), (r, r)))
   pooled = sum(padded[..., o:o + T] for o in range(pool_kernel))

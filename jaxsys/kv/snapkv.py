@@ -49,16 +49,6 @@ class SnapKVState(NamedTuple):
   indices_BKS: jax.Array
 
 
-def _masked_softmax(s: jax.Array, valid: jax.Array) -> jax.Array:
-  """Softmax over the last axis restricted to `valid`; all-invalid rows give zeros."""
-  s = jnp.where(valid, s, -jnp.inf)
-  m = jnp.max(s, axis=-1, keepdims=True)
-  m = jnp.where(jnp.isfinite(m), m, 0.0)
-  e = jnp.where(valid, jnp.exp(s - m), 0.0)
-  z = jnp.sum(e, axis=-1, keepdims=True)
-  return e / jnp.where(z > 0, z, 1.0)
-
-
 def _check_kernel(name: str, arg: str, kernel: int) -> None:
   if not isinstance(kernel, int) or isinstance(kernel, bool) or kernel < 1 or kernel % 2 == 0:
     raise ValueError(
@@ -107,7 +97,7 @@ def prefix_scores(
   ) * jnp.float32(D**-0.5)
   t_T = jnp.arange(T, dtype=jnp.int32)
   valid_BWT = (t_T[None, None, :] <= pos_BW[:, :, None]) & (pos_BW[:, :, None] >= 0)
-  p = _masked_softmax(s, valid_BWT[:, None, None, :, :])
+  p = base.masked_softmax(s, valid_BWT[:, None, None, :, :])
   prefix_B1T = (t_T[None, :] < L_B[:, None] - W)[:, None, :]
   votes_BKT = jnp.where(prefix_B1T, jnp.sum(p, axis=(2, 3)), 0.0)
   r = pool_kernel // 2

@@ -12,6 +12,7 @@ import pytest
 
 from jaxsys._src import testing
 from jaxsys.kv import inf_mllm, metrics
+from tests.kv.policy_driver import as_set, drive
 
 
 def softmax(s):
@@ -60,35 +61,6 @@ def reference_inf_mllm(q, k, lengths0, steps, *, budget, num_sinks, recent, retr
           cache = evict(b, kh, cache, L)
           last = L
   return out
-
-
-@functools.partial(jax.jit, static_argnames=("policy", "steps"))
-def _run(policy, steps, q, k, L0):
-  T = k.shape[2]
-  q_prompt = jnp.where((jnp.arange(T)[None, :] < L0[:, None])[:, None, :, None], q, 0.0)
-  state = policy.init(k, k, L0, q_prompt)
-
-  def step(state, i):
-    L = L0 + 1 + i
-    q_BHD = jnp.take_along_axis(q, (L - 1)[:, None, None, None], axis=2)[:, :, 0, :]
-    idx = policy.select(state, q_BHD, k, L)
-    return policy.update(state, q_BHD, k, L), idx
-
-  return jax.lax.scan(step, state, jnp.arange(steps, dtype=jnp.int32))
-
-
-def drive(policy, q_BHTD, k_BKTD, lengths0_B, steps):
-  """init on the ragged prompts, then `steps` decode steps (select, update) in one jitted
-  scan (compiled once per policy object and shapes)."""
-  state, idx = _run(policy, steps, jnp.asarray(q_BHTD), jnp.asarray(k_BKTD),
-                    jnp.asarray(lengths0_B))
-  return state, np.asarray(idx)
-
-
-def as_set(idx_S):
-  s = sorted(int(t) for t in idx_S if t >= 0)
-  assert len(s) == len(set(s)), f"duplicate positions in {idx_S}"
-  return set(s)
 
 
 @pytest.mark.parametrize("settings", [
@@ -185,7 +157,7 @@ def test_cache_size_between_evictions():
   fid = replay(policy, q, k, v, prompt_len=10, steps=12)
   np.testing.assert_array_equal(np.asarray(fid.attended_B)[:, 0], [7, 8, 9] * 4)
   # a budget covering the context evicts nothing: full recall
-  full = replay(inf_mllm.inf_mllm(24, recent=4, chunk=2), q, k, v, prompt_len=10, steps=12)
+  full = replay(inf_mllm.inf_mllm(22, recent=4, chunk=2), q, k, v, prompt_len=10, steps=12)
   testing.assert_allclose(full.recall_BH, np.ones((12, B, K * G), np.float32), n=T)
 
 

@@ -12,6 +12,11 @@ import pytest
 from jaxsys._src import testing
 from jaxsys.kv import metrics
 from jaxsys.kv import streaming_llm as sl
+from tests.kv.policy_driver import drive
+
+
+def drive_idx(*args):
+  return drive(*args)[1]
 
 
 def reference_attended(length, budget, num_sinks):
@@ -36,28 +41,6 @@ def attended_sets(policy, idx_BKS, lengths_B):
   return out
 
 
-@functools.partial(jax.jit, static_argnames=("policy", "steps"))
-def _run(policy, steps, q, k, L0):
-  T = k.shape[2]
-  q_prompt = jnp.where((jnp.arange(T)[None, :] < L0[:, None])[:, None, :, None], q, 0.0)
-  state = policy.init(k, k, L0, q_prompt)
-
-  def step(state, i):
-    L = L0 + 1 + i
-    q_BHD = jnp.take_along_axis(q, (L - 1)[:, None, None, None], axis=2)[:, :, 0, :]
-    idx = policy.select(state, q_BHD, k, L)
-    return policy.update(state, q_BHD, k, L), idx
-
-  return jax.lax.scan(step, state, jnp.arange(steps, dtype=jnp.int32))
-
-
-def drive(policy, q_BHTD, k_BKTD, lengths0_B, steps):
-  """init on the ragged prompts, then `steps` decode steps (select, update) in one jitted
-  scan (compiled once per policy object and shapes)."""
-  return np.asarray(_run(policy, steps, jnp.asarray(q_BHTD), jnp.asarray(k_BKTD),
-                         jnp.asarray(lengths0_B))[1])
-
-
 def test_matches_reference_over_decode_steps():
   rng = np.random.default_rng(0)
   B, K, G, T, D = 2, 2, 3, 32, 8
@@ -66,7 +49,7 @@ def test_matches_reference_over_decode_steps():
   lengths0 = np.array([5, 22], np.int32)  # the first is shorter than the budget
   policy = sl.streaming_llm(10, num_sinks=3)
   steps = 8
-  idx = drive(policy, q, k, lengths0, steps)
+  idx = drive_idx(policy, q, k, lengths0, steps)
   assert idx.shape == (steps, B, K, 0)
   for i in range(steps):
     L = lengths0 + 1 + i
