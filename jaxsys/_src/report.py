@@ -163,7 +163,8 @@ def render_report(
     record = by_bench.get(paper.benchmark)
     if record is None or paper.key not in record["papers"]:
       continue
-    out.append(f"## {paper.key}: {paper.title} (arXiv {paper.arxiv})")
+    title = paper.title if paper.title.startswith(paper.key) else f"{paper.key}: {paper.title}"
+    out.append(f"## {title} (arXiv {paper.arxiv})")
     out.append("")
     out.append(
         f"Benchmark `benchmarks/{record['name']}.py`; measured on"
@@ -182,9 +183,9 @@ def render_report(
       out.append("")
     else:
       out += ["This benchmark states no claims for this paper.", ""]
-    if record.get("notes"):
-      out += [str(record["notes"]).strip(), ""]
-    if paper.key == record["papers"][0]:  # a benchmark's plots, shown once
+    if paper.key == record["papers"][0]:  # a benchmark's notes and plots, shown once
+      if record.get("notes"):
+        out += [str(record["notes"]).strip(), ""]
       for plot in record.get("plots", []):
         out += [f"![{plot}]({plot})", ""]
   return "\n".join(out).rstrip() + "\n"

@@ -16,6 +16,7 @@ from jaxsys.kv import metrics
 from jaxsys.kv import offload
 from jaxsys.kv import quest
 from jaxsys.kv import snapkv
+from jaxsys.kv import stream
 from jaxsys.kv import streaming_llm
 from jaxsys.kv import tasks
 from jaxsys.kv.base import KVPolicy
