@@ -41,13 +41,15 @@ def test_passkey_and_stream_claims_follow_the_rows(kv_cache):
   cfg = kv_cache.Config(context=256, eval_steps=4, layers=(2,), budgets=(64,),
                         methods=(), passkey_context=1024, passkey_depths=(0.2, 0.8),
                         stream_cache=16, stream_segments=4, timing_contexts=())
-  def pk(method, correct):
-    return [dict(part="passkey", method=method, depth=d, correct=c)
-            for d, c in zip((0.2, 0.8), correct)]
+  def pk(method, correct, budget=64):  # 64 = passkey_context / 16, the claims' budget
+    return [dict(part="passkey", method=method, budget=None if method == "full" else budget,
+                 depth=d, correct=c) for d, c in zip((0.2, 0.8), correct)]
   def st(method, ppls):
     rows = [dict(part="stream", method=method, segment=i, ppl=p) for i, p in enumerate(ppls)]
     return rows + [dict(part="stream", method=method, segment="all", ppl=sum(ppls) / 4)]
   rows = (pk("full", (True, True)) + pk("clusterkv", (True, True)) + pk("streaming_llm", (False, True))
+          + pk("clusterkv", (False, False), budget=32)  # another budget: not the claims'
+          + pk("streaming_llm", (True, True), budget=32)
           + st("dense", (5, 6, 7, 8)) + st("inf_mllm", (5.5, 6, 7, 9.1)) + st("streaming_llm", (6, 7, 8, 9)))
   claims = {c.id: c for c in kv_cache.claims_from(rows, cfg)}
   assert claims["clusterkv_passkey_near_full"].measured == 1.0
