@@ -13,6 +13,7 @@ From the MoE inference survey (arXiv 2412.14219) and HOBBIT (arXiv 2411.01433):
 
 from jaxsys.moe import dispatch
 from jaxsys.moe import losses
+from jaxsys.moe import quant
 from jaxsys.moe import routing
 from jaxsys.moe.dispatch import BACKENDS
 from jaxsys.moe.dispatch import capacity
