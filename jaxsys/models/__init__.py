@@ -1,4 +1,6 @@
-"""Real-model loaders and forward passes (SmolLM2-135M-Instruct)."""
+"""Real-model loaders and small models: SmolLM2-135M-Instruct, a toy MoE language model."""
+
+from jaxsys.models import moe_lm
 
 from jaxsys.models.smollm2 import KVCache
 from jaxsys.models.smollm2 import SmolLM2Config
