@@ -32,6 +32,8 @@ def grouped_matmul_dense(
   """Every row against every group's matrix, then a one-hot pick: the obvious baseline."""
   E = rhs_EDF.shape[0]
   g_N = group_ids(group_sizes_E, lhs_ND.shape[0])
-  all_NEF = jnp.einsum("nd,edf->nef", lhs_ND, rhs_EDF, preferred_element_type=jnp.float32)
+  hi = jax.lax.Precision.HIGHEST  # float32 stays float32 (no TF32 on GPUs)
+  all_NEF = jnp.einsum("nd,edf->nef", lhs_ND, rhs_EDF, preferred_element_type=jnp.float32,
+                       precision=hi)
   pick_NE = jax.nn.one_hot(g_N, E, dtype=jnp.float32)
-  return jnp.einsum("nef,ne->nf", all_NEF, pick_NE).astype(lhs_ND.dtype)
+  return jnp.einsum("nef,ne->nf", all_NEF, pick_NE, precision=hi).astype(lhs_ND.dtype)
