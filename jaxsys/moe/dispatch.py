@@ -50,6 +50,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from jaxsys._src import backend as backend_lib
 from jaxsys._src.backend import ImplementationError
 from jaxsys.moe.routing import Routing
 
@@ -291,7 +292,7 @@ def keep_within_capacity(
 
 def _check_mlp(x_TD, routing, w_in_EDF, w_out_EFD, w_gate_EDF, backend, activation):
   if backend not in BACKENDS:
-    raise ValueError(f"backend: expected one of {BACKENDS}, given {backend!r}")
+    raise ValueError(f"backend: expected one of {BACKENDS + ('auto',)}, given {backend!r}")
   if activation not in ACTIVATIONS:
     raise ValueError(f"activation: expected one of {tuple(ACTIVATIONS)}, given {activation!r}")
   if x_TD.ndim != 2:
@@ -377,7 +378,10 @@ def expert_mlp(
   Matmuls accumulate in float32 at the highest precision; the hidden layer and
   the output have the dtype of ``x_TD``.
 
-  Backends (module docstring): "ragged_dot" (`jax.lax.ragged_dot`, exact, never
+  Backends (module docstring): "auto" picks per device, "pallas" on a GPU and
+  "capacity_einsum" elsewhere (on a CPU `ragged_dot` costs about as much as
+  running every expert; the capacity path may drop, and says how much);
+  "ragged_dot" (`jax.lax.ragged_dot`, exact, never
   drops), "capacity_einsum" ([E, C, D] buffers, C from `capacity`; slots past C
   are dropped, i.e. contribute nothing; dropless cf sizes C = T, which assumes a
   token's experts are distinct, as every router in `jaxsys.moe.routing` makes
@@ -392,7 +396,7 @@ def expert_mlp(
     w_in_EDF: first expert matrix.
     w_out_EFD: second expert matrix.
     w_gate_EDF: optional gate matrix (gated FFN).
-    backend: "ragged_dot", "capacity_einsum" or "pallas".
+    backend: "ragged_dot", "capacity_einsum", "pallas" or "auto".
     capacity_factor: for "capacity_einsum": cf > 0, or -1 / None for dropless.
       The other backends never drop and only validate it. K in the capacity rule
       is the routing's slot count (``max_k`` for top-p).
@@ -405,6 +409,8 @@ def expert_mlp(
     ``(y_TD, drop_rate)``: the output and the float32 fraction of used slots that
     were dropped (0 for the dropless backends).
   """
+  if backend == "auto":
+    backend = "pallas" if backend_lib.has_gpu() else "capacity_einsum"
   _check_mlp(x_TD, routing, w_in_EDF, w_out_EFD, w_gate_EDF, backend, activation)
   T, D = x_TD.shape
   E = w_in_EDF.shape[0]

@@ -361,7 +361,7 @@ def _bad_case():
 
 @pytest.mark.parametrize("call,match", [
     (lambda x, r, wi, wo: dispatch.expert_mlp(x, r, wi, wo, backend="dense"),
-     r"backend: expected one of \('capacity_einsum', 'ragged_dot', 'pallas'\), given 'dense'"),
+     r"backend: expected one of \('capacity_einsum', 'ragged_dot', 'pallas', 'auto'\), given 'dense'"),
     (lambda x, r, wi, wo: dispatch.expert_mlp(x, r, wi, wo, activation="tanh"),
      r"activation: expected one of \('gelu', 'gelu_tanh', 'silu', 'relu'\), given 'tanh'"),
     (lambda x, r, wi, wo: dispatch.expert_mlp(x[:5], r, wi, wo),
@@ -414,3 +414,18 @@ def test_docstring_examples_run():
   from jaxsys.moe import dispatch as module  # pylint: disable=g-import-not-at-top
   result = doctest.testmod(module)
   assert result.attempted > 0 and result.failed == 0
+
+
+def test_auto_backend_picks_per_device():
+  from jaxsys._src import backend as backend_lib
+  from jaxsys.moe import dispatch, routing
+
+  rng = np.random.default_rng(11)
+  x = jnp.asarray(rng.standard_normal((16, 8)), jnp.float32)
+  r = routing.route_topk(jnp.asarray(rng.standard_normal((16, 4)), jnp.float32), k=2)
+  w_in = jnp.asarray(rng.standard_normal((4, 8, 6)), jnp.float32)
+  w_out = jnp.asarray(rng.standard_normal((4, 6, 8)), jnp.float32)
+  want = "pallas" if backend_lib.has_gpu() else "capacity_einsum"
+  auto = dispatch.expert_mlp(x, r, w_in, w_out, backend="auto", capacity_factor=None)
+  named = dispatch.expert_mlp(x, r, w_in, w_out, backend=want, capacity_factor=None)
+  np.testing.assert_array_equal(auto[0], named[0])
