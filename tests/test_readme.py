@@ -45,10 +45,11 @@ def test_papers_table_is_true():
 def test_library_examples_run(capsys):
   section = README.split("## Using the library", 1)[1].split("\n## ", 1)[0]
   blocks = re.findall(r"```python\n(.*?)```", section, re.S)
-  assert len(blocks) == 2
+  assert len(blocks) == 3
   for block in blocks:
     exec(compile(block, "README.md", "exec"), {})  # pylint: disable=exec-used
   out = capsys.readouterr().out
   assert "(3, 128)" in out
   assert "Timing(compile_s=" in out
   assert "The capital of France is Paris." in out  # SmolLM2 through ClusterKV
+  assert "(256, 64)" in out and "load_balance_loss" in out  # the MoE example
