@@ -1,5 +1,6 @@
-"""Real-model loaders and small models: SmolLM2-135M-Instruct, a toy MoE language model."""
+"""Real-model loaders and small models: SmolLM2-135M-Instruct, all-MiniLM-L6-v2, a toy MoE LM."""
 
+from jaxsys.models import minilm
 from jaxsys.models import moe_lm
 
 from jaxsys.models.smollm2 import KVCache
