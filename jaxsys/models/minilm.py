@@ -468,13 +468,16 @@ class MiniLM(nnx.Module):
     ])
 
   def __call__(self, ids_BT: jax.Array, mask_BT: jax.Array,
-               token_types_BT: jax.Array | None = None) -> jax.Array:
+               token_types_BT: jax.Array | None = None, *,
+               hidden_states: bool = False) -> jax.Array | tuple[jax.Array, jax.Array]:
     """Token outputs (last hidden state), ``(B, T, M)``; padded rows are not meaningful.
 
     Args:
       ids_BT: int token ids.
       mask_BT: 1 on real tokens, 0 on padding.
       token_types_BT: segment ids (default all 0, as for single sentences).
+      hidden_states: also return every layer's output, ``(L + 1, B, T, M)``
+        (the embedding LayerNorm's output first), as distillation needs.
     """
     t = ids_BT.shape[1]
     if t > self.config.max_positions:
@@ -484,8 +487,12 @@ class MiniLM(nnx.Module):
     x_BTM = (self.word_VM[...][ids_BT] + self.position_PM[...][:t][None]
              + self.token_type_YM[...][token_types_BT])
     x_BTM = layer_norm(x_BTM, self.ln_w_M[...], self.ln_b_M[...], self.config.layer_norm_eps)
+    hidden = [x_BTM]
     for layer in self.layers:
       x_BTM = layer(x_BTM, mask_BT)
+      hidden.append(x_BTM)
+    if hidden_states:
+      return x_BTM, jnp.stack(hidden)
     return x_BTM
 
 
