@@ -14,4 +14,6 @@ for name, folder in _ROOTS.items():
   packages.append(name)
   packages += [f"{name}.{sub}" for sub in find_packages(folder)]
 
-setup(packages=packages, package_dir=_ROOTS)
+# The C kernels that sims/traces compiles and traces under valgrind ship with the package.
+setup(packages=packages, package_dir=_ROOTS,
+      package_data={"jaxsys.sims.traces": ["programs/*.c"]})

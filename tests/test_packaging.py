@@ -50,6 +50,7 @@ def test_wheel_top_level_is_only_jaxsys(wheel):
   assert "jaxsys/kernels/__init__.py" in names
   assert "jaxsys/sims/__init__.py" in names
   assert "jaxsys/_src/config.py" in names
+  assert "jaxsys/sims/traces/programs/matmul.c" in names  # the traced C kernels ship
   assert not any("tests/" in n or "benchmarks/" in n for n in names)
 
 
