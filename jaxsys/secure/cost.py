@@ -21,22 +21,32 @@ designs; absolute seconds hang on `ComputeModel`, whose figures are assumptions.
 **HE parameters** [V, Nimbus branch ``DecideSEALParameters``]: ring <= 32 bits:
 N = 4096, moduli {59, 37}; <= 64: N = 8192, {59, 55, 49}; <= 128: N = 16384,
 4 x 59 + 49. A ciphertext is ``2 N sum(bits) / 8`` bytes (334 KB at FM64); a
-seeded one (second polynomial replaced by a PRG seed) half that.
+seeded one (second polynomial replaced by a PRG seed) half that. The data
+context is built with ``set_use_special_prime(false)`` [V], so *every* modulus is
+a data modulus: fresh ciphertexts (COP's Enc(W), SIP's Enc(X)) and COP's
+multiply-adds carry all L moduli. Every response is mod-switched down before it
+is sent (``H2A`` to the decoding context, which drops the last modulus, two above
+64 bits) [V]: 2 moduli, 114 bits, 233 KB at FM64 (`HEParams.response_ciphertext_bytes`).
+PackLWE's Galois keys live in a second context on the same moduli *with* the
+special prime, so BumbleBee's key switches run on L - 1 data moduli [V].
 
 **Linear layers**, ``Y = W X``, W ``m x k`` (out x in, the server's), X ``k x n``
 (in x tokens, shared):
 
 * `cop_linear` (Nimbus, client-side outer product) [V subshape rule and
   right-shift packing]: ``t = min(N, next_pow2(m))``, ``k ceil(m/t)`` weight
-  ciphertexts sent once (setup) and cached by the client; online the client does
-  ``n k ceil(m/t)`` scalar x ciphertext multiply-adds (no NTT), packs
-  ``gap = N / t`` column ciphertexts into one (``ceil(n t / N)`` per m-block) and
-  sends them: 1 message.
+  ciphertexts sent once (setup, seeded) and cached by the client; online the client
+  does ``n k ceil(m/t)`` scalar x ciphertext multiply-adds in coefficient form (no
+  NTT) over all ``2 N L`` coefficients, so for ``m < N`` only ``m / N`` of each
+  one is useful work; packs ``gap = N / t`` column ciphertexts into one
+  (``ceil(n t / N)`` per m-block) and sends them mod-switched: 1 message.
 * `sip_linear` (BumbleBee, server-side inner product): the client encrypts its
-  share of X in Cheetah's polynomial encoding, the server multiplies by the
-  plaintext W in the NTT domain, masks, PackLWE-compresses and replies: 2
-  messages [V subshape search, response and automorphism counts from SPU's
-  ``MatMatProtocol::GetSubMatShape``].
+  share of X in Cheetah's polynomial encoding (seeded, NTT form), the server NTTs
+  the plaintext W, multiplies in the NTT domain, PackLWE-compresses, masks and
+  replies: 2 messages [V subshape search from SPU's
+  ``MatMatProtocol::GetSubMatShape``; automorphisms as executed by
+  ``PackingHelper::doPackingRLWEs``, SPU at 5f92887, the commit the Nimbus branch
+  forked from].
 
 **Non-linear primitives** [V structure, model constants labelled]: OT from
 Ferret silent COT at ``FERRET_COT_BITS`` = 0.45 bits per COT; CrypTFlow2
@@ -56,11 +66,39 @@ pooler and classifier; plaintext work (``W X_S``, local sums); SPU's cheaper
 squares; noise-flooding and re-randomising encryptions (counted, not timed: both
 designs can precompute them); the exact BumbleBee PackLWE key-switch schedule
 and SPU's exact ``highestOneBit`` / ``rsqrt`` gate counts (modelled, [I]);
-Nimbus's paper text was not available (``papers/secure.md`` [P] items).
+per-element overheads of the COP code (an ``NdArrayRef`` slice and an RNS
+conversion per scalar). Of the Nimbus paper only the abstract and a review's
+copy of its Fig. 2 caption could be read ("the input communication is shifted
+as a one-time setup, and the output ciphertexts are compact. The expensive
+NTT/INTT operations at the online stage are also reduced"); its sections on
+complexity, Fig. 6, Table 3 and the hardware were not (``papers/secure.md`` [P]).
+
+**Why COP is not faster here** [V code + I]: the model follows the code's
+operation counts. For ``m = 768`` at N = 8192 a COP multiply-add does
+``2 N L`` coefficient operations for ``m`` useful products (t = 1024 of 8192
+coefficients hold data), while one SIP product uses all N coefficients (subshape
+128 x 64 x 1); per BERT-base layer (seq 128) COP does 884_736 multiply-adds of
+``2 N L`` coefficients against SIP's 110_592 products of the same size, 8x the
+work, which the NTTs and key switches it saves do not repay (Linear_h1, where
+t = 4096, is the exception). The speed-ups the paper reports are not
+reproduced: linear layers come out about 2x *slower* (LAN and WAN, one thread).
+One lead [I]:
+in the Nimbus branch's timing mode (``profiling = true`` in ``arithmetic.cc``;
+the README names the two modes the other way round) the client's cached weights
+are ``resize``-d to ``result_cts[0].size()`` polynomials, and those output
+ciphertexts are freshly default-constructed (size 0), so the multiply-add loop
+(``for k < lhs.size()``) does no coefficient work at all; timings taken that
+way would leave out exactly the work that dominates COP here. Pricing COP's
+multiply-adds and shifts at zero (``ComputeModel(seconds_per_scalar_coeff=0)``
+for Nimbus only) gives linear speed-ups of 8.9x-24.6x per layer on LAN (10.7x
+over all four) and 4.7x-12.3x on WAN (5.8x), end to end 3.7x / 2.7x: close to
+the paper's 2.9x-12.5x and 2.7x-4.7x. Not run; not known
+to be how the paper's figures were made.
 
 Public names: `he_params`, `HEParams`, `LinearCost`, `ComputeModel`,
 `DEFAULT_COMPUTE`, `next_pow2`, `ole_crt_primes`,
-`cop_linear`, `cop_embedding`, `sip_linear`, `sip_subshape`, `secret_matmul_cost`,
+`cop_linear`, `cop_embedding`, `sip_linear`, `sip_subshape`, `packlwe_automorphisms`,
+`secret_matmul_cost`,
 `galois_key_bytes`, `Cost`, `chain`, `parallel`, `millionaire_cost`,
 `comparison_cost`, `and_cost`, `b2a_cost`, `wrap_bit_cost`, `truncation_cost`,
 `upcast_cost`, `mux_cost`, `open_cost`, `ole_mul_cost`, `triple_cost`,
@@ -183,6 +221,29 @@ class HEParams(NamedTuple):
     """Half a ciphertext: the uniform polynomial is sent as a PRG seed (seed bytes ignored)."""
     return self.ciphertext_bytes / 2
 
+  @property
+  def response_modulus_bits(self) -> tuple[int, ...]:
+    """Moduli of a ciphertext as sent back after masking [V: ``LazyInit``'s
+    ``kUseModDownOptimization`` pops the last modulus (a second above 64 bits) for
+    the decoding context, and ``H2A`` mod-switches every response to it]."""
+    return self.modulus_bits[:-2] if self.ring_bits > 64 else self.modulus_bits[:-1]
+
+  @property
+  def response_num_moduli(self) -> int:
+    return len(self.response_modulus_bits)
+
+  @property
+  def response_ciphertext_bytes(self) -> float:
+    """``2 N sum(response_modulus_bits) / 8``: 233_472 bytes at FM64 (59 + 55 bits)."""
+    return 2 * self.poly_degree * sum(self.response_modulus_bits) / 8
+
+  @property
+  def keyswitch_num_moduli(self) -> int:
+    """Data moduli of PackLWE's key switches: L - 1 [V: the Galois-key context is the
+    same moduli with ``set_use_special_prime(true)``, and ``doPackingRLWEs``
+    mod-switches each ciphertext to its first data level before packing]."""
+    return self.num_moduli - 1
+
 
 def he_params(ring_bits: int) -> HEParams:
   """N and modulus sizes for a ring of ``ring_bits`` bits [V: ``DecideSEALParameters``].
@@ -202,10 +263,13 @@ def he_params(ring_bits: int) -> HEParams:
 
 
 def galois_key_bytes(ring_bits: int) -> float:
-  """Bytes of the Galois keys PackLWE needs [I]: ``log2 N`` keys, each ``L`` key-switching
-  ciphertexts (one per RNS digit) of full size. BumbleBee's SIP setup, sent once."""
+  """Bytes of the Galois keys PackLWE needs: ``log2 N`` keys (Galois elements
+  ``N / 2^i + 1``), each ``L - 1`` key-switching ciphertexts (one per data-modulus
+  digit) over all ``L`` moduli, sent seeded [V: ``GenerateGaloisKeyForPacking``
+  with ``save_seed``; key context with the special prime]. BumbleBee's SIP setup,
+  sent once: 13 x 2 x 166_912 = 4.3 MB at FM64."""
   p = he_params(ring_bits)
-  return _ceil_log2(p.poly_degree) * p.num_moduli * p.ciphertext_bytes
+  return _ceil_log2(p.poly_degree) * p.keyswitch_num_moduli * p.seeded_ciphertext_bytes
 
 
 # --------------------------------------------------------------- compute model
@@ -217,8 +281,12 @@ class ComputeModel:
 
   Defaults are plausible for one ~3 GHz x86 core without AVX-512 (SEAL 4):
   a length-N NTT is ``N/2 log2 N`` butterflies at 0.5 ns (27 us at N = 8192); a
-  coefficient multiply-add with Barrett reduction (pointwise products) 1 ns; with
-  a precomputed scalar (Shoup, COP's scalar MACs) 0.6 ns; one Ferret COT plus its
+  coefficient multiply-add with Barrett reduction (pointwise products) 1 ns; the
+  same 1 ns for COP's scalar multiply-adds, because the Nimbus code runs them
+  through the same ``seal::util::multiply_add_uint_mod`` (128-bit product,
+  Barrett reduction), one coefficient at a time, with no Shoup precomputation
+  [V: ``MatMatProtocol::FusedMulAddInplace_scalar``] (a Shoup loop would be
+  nearer 0.6 ns: pass ``seconds_per_scalar_coeff``); one Ferret COT plus its
   hashing 20 ns (Ferret reports 13-17 ns per COT). ``threads`` divides all
   compute (ideal parallel speed-up). Encryption, decryption and automorphisms
   are priced from their NTTs and coefficient operations (see `LinearCost`).
@@ -233,7 +301,7 @@ class ComputeModel:
 
   seconds_per_butterfly: float = 0.5e-9
   seconds_per_dyadic_coeff: float = 1.0e-9
-  seconds_per_scalar_coeff: float = 0.6e-9
+  seconds_per_scalar_coeff: float = 1.0e-9
   seconds_per_cot: float = 20e-9
   threads: int = 1
 
@@ -260,8 +328,10 @@ class ComputeModel:
     return num_moduli * self.ntt_s(poly_degree) + self.pointwise_product_s(poly_degree, num_moduli)
 
   def decryption_s(self, poly_degree: int, num_moduli: int) -> float:
-    """Decryption [I]: ``2 L`` NTTs (c1 forward, product back) and ``N L`` dyadic ops."""
-    return (2 * num_moduli * self.ntt_s(poly_degree)
+    """Decryption as SPU runs it [V: ``doDotOLESenderRecvStep``]: ``3 L`` NTTs (both
+    polynomials forward, the product back) and ``N L`` dyadic ops, at the
+    ciphertext's own (response) moduli."""
+    return (3 * num_moduli * self.ntt_s(poly_degree)
             + self.pointwise_product_s(poly_degree, num_moduli) / 2)
 
   def seconds(self, *, poly_degree: int = 8192, ntts: float = 0, dyadic: float = 0,
@@ -278,6 +348,8 @@ DEFAULT_COMPUTE = ComputeModel()
 def _keyswitch_counts(num_moduli: int) -> tuple[int, int]:
   """NTTs and dyadic ops / N of one automorphism's key switch [I].
 
+  ``num_moduli`` is the data moduli at the key-switch level (SIP passes
+  `HEParams.keyswitch_num_moduli`, L - 1 [V]).
   Hybrid RNS key switching with one special prime and ``L`` digits: inverse NTT
   of c1 (L), each digit forward to L + 1 moduli (L (L + 1)), inverse of the two
   accumulators (2 (L + 1)), forward after mod-down (2 L); ``2 L (L + 1)``
@@ -372,32 +444,44 @@ def _check_dims(m, k, n) -> tuple[int, int, int]:
       "n (tokens)", n)
 
 
-def cop_linear(m: int, k: int, n: int, ring_bits: int = 64, *, seeded_setup: bool = False,
+def cop_linear(m: int, k: int, n: int, ring_bits: int = 64, *, seeded_setup: bool = True,
                compute: ComputeModel = DEFAULT_COMPUTE) -> LinearCost:
   """Nimbus's client-side outer product (COP) for ``Y = W X``.
 
   * ``t = min(N, next_pow2(m))``: each ciphertext holds one length-m column of W
-    (SPU ``GetSubMatShape`` forces the subshape {t, 1, 1}) [V];
-    ``weight_ciphertexts = k ceil(m / t)``, encrypted by the server under its key,
-    sent once and cached by the client (``client_memory_bytes``; full size even
-    when sent seeded) [V + I].
+    (SPU ``GetSubMatShape`` forces the subshape {t, 1, 1}; no two columns share a
+    ciphertext before the multiply-adds) [V];
+    ``weight_ciphertexts = k ceil(m / t)``, encrypted by the server under its
+    secret key in coefficient form, sent once seeded [V: ``SymmetricRLWEEncrypt``
+    with ``ntt = false, seed = true``] and cached by the client
+    (``client_memory_bytes``; expanded to full size).
+  * N is the same as SIP's (`he_params`, one ``DecideSEALParameters`` for both) and
+    the data context has no special prime, so Enc(W) carries all ``L`` moduli [V].
   * Online, the client forms ``Enc(Y[:, j]) = sum_i X_C[i, j] Enc(W[:, i])``:
-    ``scalar_poly_macs = n k ceil(m / t)``, each over ``2 N L`` coefficients, no
-    NTT [V: ``FusedMulAddInplace_scalar``].
+    ``scalar_poly_macs = n k ceil(m / t)``, each over all ``2 N L`` coefficients
+    (only ``m`` of each ``N`` carry data when ``m < N``), coefficient form, no NTT
+    [V: ``DoCompute`` with a plaintext ``NdArrayRef``, ``FusedMulAddInplace_scalar``].
+    That is linear in N per ciphertext, where a ciphertext x polynomial product
+    is quadratic in N schoolbook (N log N with NTTs) [I: the reading of the
+    paper's "quadratic to linear" this model takes].
   * Right-shift packing [V: ``RShiftPacking``]: ``gap = N / t`` column ciphertexts
     are merged into one by multiplying the i-th by ``X^(i t)``, so per m-block
     ``ceil(n / gap) = ceil(n t / N)`` ciphertexts go out and
     ``shift_adds = n ceil(m/t) - output_ciphertexts``.
-  * The client re-randomises (fresh encryption of zero, noise flooding [I]) and
-    sends: 1 message. The server decrypts (``2 L`` NTTs each) and adds its local
-    plaintext ``W X_S`` (not counted).
+  * The client re-randomises (``H2A``: mod-switch to the response moduli, add an
+    encryption of zero, subtract a uniform mask) and sends
+    ``output_ciphertexts`` of `HEParams.response_ciphertext_bytes` [V]: 1 message.
+    The server decrypts (`ComputeModel.decryption_s` at the response moduli:
+    ``3 (L - 1)`` NTTs each [V]) and adds its local plaintext ``W X_S`` (not
+    counted). Mod-switches are coefficient-wise and not timed.
 
   Args:
     m: output features (rows of W).
     k: input features.
     n: tokens.
     ring_bits: ring of the shares (selects N and moduli, `he_params`).
-    seeded_setup: send the weight ciphertexts seeded (half size) at setup.
+    seeded_setup: send the weight ciphertexts seeded (half size) at setup, as the
+      Nimbus code does [V]; False prices full ciphertexts.
     compute: per-operation times.
 
   Returns:
@@ -408,7 +492,7 @@ def cop_linear(m: int, k: int, n: int, ring_bits: int = 64, *, seeded_setup: boo
   """
   m, k, n = _check_dims(m, k, n)
   p = he_params(ring_bits)
-  N, L = p.poly_degree, p.num_moduli
+  N, L, Lr = p.poly_degree, p.num_moduli, p.response_num_moduli
   t = min(N, next_pow2(m))
   blocks = _ceil_div(m, t)
   weights = k * blocks
@@ -416,21 +500,21 @@ def cop_linear(m: int, k: int, n: int, ring_bits: int = 64, *, seeded_setup: boo
   outputs = blocks * _ceil_div(n * t, N)
   macs = n * k * blocks
   shifts = unpacked - outputs
-  ntts = outputs * 2 * L  # server decryptions
+  ntts = outputs * 3 * Lr  # server decryptions at the response moduli
   seconds = compute.seconds(
-      poly_degree=N, ntts=ntts, dyadic=outputs * N * L, scalar=(macs + shifts) * 2 * N * L)
+      poly_degree=N, ntts=ntts, dyadic=outputs * N * Lr, scalar=(macs + shifts) * 2 * N * L)
   ct_setup = p.seeded_ciphertext_bytes if seeded_setup else p.ciphertext_bytes
   return LinearCost(
       kind="cop", m=m, k=k, n=n, ring_bits=p.ring_bits, poly_degree=N,
       input_ciphertexts=0, output_ciphertexts=outputs, unpacked_output_ciphertexts=unpacked,
       weight_ciphertexts=weights, ntts=ntts, scalar_poly_macs=macs, poly_products=0,
       automorphisms=0, shift_adds=shifts, zero_encryptions=outputs,
-      online_bytes=outputs * p.ciphertext_bytes, setup_bytes=weights * ct_setup, messages=1,
-      client_memory_bytes=weights * p.ciphertext_bytes, compute_s=seconds)
+      online_bytes=outputs * p.response_ciphertext_bytes, setup_bytes=weights * ct_setup,
+      messages=1, client_memory_bytes=weights * p.ciphertext_bytes, compute_s=seconds)
 
 
 def cop_embedding(vocab: int, d_model: int, n: int, ring_bits: int = 64, *,
-                  seeded_setup: bool = False,
+                  seeded_setup: bool = True,
                   compute: ComputeModel = DEFAULT_COMPUTE) -> LinearCost:
   """The embedding lookup under COP [I, ``papers/secure.md`` 4]: the client knows its
   token ids, so ``Enc(E[:, token])`` is *selected* from the cached ``Enc(E)``: the
@@ -438,7 +522,7 @@ def cop_embedding(vocab: int, d_model: int, n: int, ring_bits: int = 64, *,
   c = cop_linear(d_model, vocab, n, ring_bits, seeded_setup=seeded_setup, compute=compute)
   p = he_params(ring_bits)
   seconds = compute.seconds(poly_degree=p.poly_degree, ntts=c.ntts,
-                            dyadic=c.output_ciphertexts * p.poly_degree * p.num_moduli,
+                            dyadic=c.output_ciphertexts * p.poly_degree * p.response_num_moduli,
                             scalar=c.shift_adds * 2 * p.poly_degree * p.num_moduli)
   return dataclasses.replace(c, scalar_poly_macs=0, compute_s=seconds)
 
@@ -476,8 +560,34 @@ def sip_subshape(m: int, k: int, n: int, ring_bits: int = 64) -> tuple[int, int,
   return best
 
 
+def packlwe_automorphisms(num_ciphertexts: int, gap: int) -> int:
+  """Automorphisms PackLWE applies to merge ``num_ciphertexts`` in groups of ``gap``.
+
+  [V: SPU ``PackingHelper::doPackingRLWEs`` at 5f92887] Each group of ``c <= gap``
+  consecutive ciphertexts is merged FFT-like over levels ``h = gap/2, ..., 1``;
+  level ``h`` applies one automorphism per non-empty pair, ``min(h, c)``, and
+  leaves ``min(h, c)`` ciphertexts: ``gap - 1`` for a full group, ``log2 gap`` for
+  a lone one. SPU skips packing when there is a single ciphertext in all.
+
+  >>> packlwe_automorphisms(768, 64)  # 12 full groups of 64
+  756
+  """
+  num = _check_int("num_ciphertexts", num_ciphertexts, lo=0)
+  gap = _check_int("gap", gap)
+  if num <= 1:
+    return 0
+  total = 0
+  for start in range(0, num, gap):
+    c, h = min(gap, num - start), gap // 2
+    while h >= 1:
+      c = min(h, c)
+      total += c
+      h //= 2
+  return total
+
+
 def sip_linear(m: int, k: int, n: int, ring_bits: int = 64, *, pack: bool = True,
-               seeded_input: bool = False, cache_weight_ntt: bool = False,
+               seeded_input: bool = True, cache_weight_ntt: bool = False,
                compute: ComputeModel = DEFAULT_COMPUTE) -> LinearCost:
   """Server-side inner product (Iron / BumbleBee) for ``Y = W X``.
 
@@ -486,22 +596,29 @@ def sip_linear(m: int, k: int, n: int, ring_bits: int = 64, *, pack: bool = True
   plaintext product per ``(b0, b1, b2)`` yields a ``d0 x d2`` block of Y in the
   coefficients at stride ``d1`` (`sip_subshape` picks ``d``).
 
-  * The client encrypts ``input_ciphertexts = b0 b1`` (NTT + encryption) and
-    sends them (message 1).
+  * The client encrypts ``input_ciphertexts = b0 b1`` in NTT form (``2 L`` NTTs
+    each) and sends them seeded, half size [V: ``SymmetricRLWEEncrypt`` with
+    ``ntt = true, seed = true``] (message 1).
   * The server NTTs its plaintext W blocks (``b1 b2 L`` NTTs each query, as SPU's
-    ``DotOLE`` does [V]; ``cache_weight_ntt`` moves them to setup), multiplies
-    (``poly_products = b0 b1 b2``), masks (H2A, inverse NTTs of the ``b0 b2``
-    products) and PackLWE-compresses them into ``ceil(b0 b2 / d1)`` ciphertexts
-    with ``ceil(n m / N) d1`` automorphisms [V: SPU formulas] (each a key switch,
-    `_keyswitch_counts` [I]), and replies (message 2).
-  * The client decrypts. Setup: the Galois keys (`galois_key_bytes`), reported as
-    this layer's ``setup_bytes``; one set serves every layer.
+    ``DotOLE`` does [V]; ``cache_weight_ntt`` moves them to setup), multiplies in
+    the NTT domain (``poly_products = b0 b1 b2``), brings the ``b0 b2`` products
+    back to coefficients (``2 L`` inverse NTTs each), scales them by ``d1^-1``,
+    mod-switches them to the key-switch level and PackLWE-compresses them into
+    ``ceil(b0 b2 / d1)`` ciphertexts with `packlwe_automorphisms` (``d1 - 1`` per
+    full group) [V: ``doPackingRLWEs``], each a key switch on
+    `HEParams.keyswitch_num_moduli` = L - 1 data moduli plus the special prime
+    (`_keyswitch_counts` [I]); masks (H2A) and replies at
+    `HEParams.response_ciphertext_bytes` (message 2) [V].
+  * The client decrypts (`ComputeModel.decryption_s` at the response moduli).
+    Setup: the Galois keys (`galois_key_bytes`), reported as this layer's
+    ``setup_bytes``; one set serves every layer.
 
   Args:
     m, k, n: as `cop_linear`.
     ring_bits: ring of the shares.
     pack: BumbleBee's PackLWE; False sends the ``b0 b2`` sparse products (Cheetah).
-    seeded_input: send the client's ciphertexts seeded (half size).
+    seeded_input: send the client's ciphertexts seeded (half size), as SPU does [V];
+      False prices full ciphertexts.
     cache_weight_ntt: keep W's NTT-form plaintexts across queries.
     compute: per-operation times.
 
@@ -510,7 +627,7 @@ def sip_linear(m: int, k: int, n: int, ring_bits: int = 64, *, pack: bool = True
   """
   m, k, n = _check_dims(m, k, n)
   p = he_params(ring_bits)
-  N, L = p.poly_degree, p.num_moduli
+  N, L, Lr = p.poly_degree, p.num_moduli, p.response_num_moduli
   d0, d1, d2 = sip_subshape(m, k, n, p.ring_bits)
   b0, b1, b2 = _ceil_div(n, d0), _ceil_div(k, d1), _ceil_div(m, d2)
   inputs = b0 * b1
@@ -518,25 +635,26 @@ def sip_linear(m: int, k: int, n: int, ring_bits: int = 64, *, pack: bool = True
   unpacked = b0 * b2
   if pack:
     outputs = _ceil_div(unpacked, d1)
-    autos = _ceil_div(n * m, N) * d1
+    autos = packlwe_automorphisms(unpacked, d1)
   else:
     outputs, autos = unpacked, 0
-  ks_ntts, ks_dyadic = _keyswitch_counts(L)
+  scaled = unpacked if autos else 0  # PackLWE's d1^-1 scaling
+  ks_ntts, ks_dyadic = _keyswitch_counts(p.keyswitch_num_moduli)
   ntts = (inputs * L * 2  # encode to NTT form + encryption
           + (0 if cache_weight_ntt else b1 * b2 * L)  # weight plaintexts
-          + unpacked * 2 * L  # H2A back to coefficients
+          + unpacked * 2 * L  # products back to coefficients
           + autos * ks_ntts
-          + outputs * 2 * L)  # client decryptions
+          + outputs * 3 * Lr)  # client decryptions at the response moduli
   dyadic = (inputs * 2 * N * L + products * 2 * N * L + autos * ks_dyadic * N
-            + outputs * N * L)
-  seconds = compute.seconds(poly_degree=N, ntts=ntts, dyadic=dyadic)
+            + outputs * N * Lr)
+  seconds = compute.seconds(poly_degree=N, ntts=ntts, dyadic=dyadic, scalar=scaled * 2 * N * L)
   ct_in = p.seeded_ciphertext_bytes if seeded_input else p.ciphertext_bytes
   return LinearCost(
       kind="sip", m=m, k=k, n=n, ring_bits=p.ring_bits, poly_degree=N,
       input_ciphertexts=inputs, output_ciphertexts=outputs, unpacked_output_ciphertexts=unpacked,
       weight_ciphertexts=0, ntts=ntts, scalar_poly_macs=0, poly_products=products,
       automorphisms=autos, shift_adds=0, zero_encryptions=outputs,
-      online_bytes=inputs * ct_in + outputs * p.ciphertext_bytes,
+      online_bytes=inputs * ct_in + outputs * p.response_ciphertext_bytes,
       setup_bytes=galois_key_bytes(p.ring_bits) if pack else 0.0, messages=2,
       client_memory_bytes=0.0, compute_s=seconds)
 
@@ -1139,16 +1257,16 @@ def bert_layer_report(d_model: int = 768, d_ff: int = 3072, heads: int = 12, seq
 def bert_report(layers: int = 12, d_model: int = 768, d_ff: int = 3072, heads: int = 12,
                 seq: int = 128, vocab: int = 30522, design: str = "nimbus",
                 network: Network = LAN, *, include_embedding: bool = True,
-                seeded_setup: bool = False, linear_ring_bits: int = 64, fuse_qkv: bool = False,
+                seeded_setup: bool = True, linear_ring_bits: int = 64, fuse_qkv: bool = False,
                 compute: ComputeModel = DEFAULT_COMPUTE, **kwargs) -> BertReport:
   """A whole BERT: ``layers`` encoder layers, the embedding, and the setup.
 
   Embedding [I]: Nimbus selects cached ``Enc(E)`` columns (`cop_embedding`);
   BumbleBee multiplies the client's one-hot ids by E (`sip_linear` with
   ``k = vocab``); both then one LayerNorm. Setup: Nimbus sends every weight
-  ciphertext once (`cop_linear` ``setup_bytes``, the embedding table included when
-  ``include_embedding``) and the server encrypts them; BumbleBee sends one set
-  of Galois keys. The pooler and classifier are left out.
+  ciphertext once (`cop_linear` ``setup_bytes``, seeded unless ``seeded_setup`` is
+  False, the embedding table included when ``include_embedding``) and the server
+  encrypts them; BumbleBee sends one set of Galois keys (`galois_key_bytes`). The pooler and classifier are left out.
   """
   design = _design(design)
   L = _check_int("layers", layers)

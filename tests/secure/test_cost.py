@@ -16,6 +16,9 @@ from jaxsys.secure.opcount import OpCount
 
 CT64 = 333_824.0  # 2 * 8192 * (59 + 55 + 49) / 8
 CT32 = 98_304.0  # 2 * 4096 * (59 + 37) / 8
+RESP64 = 233_472.0  # 2 * 8192 * (59 + 55) / 8: responses are mod-switched to 2 moduli
+RESP32 = 60_416.0  # 2 * 4096 * 59 / 8
+NTT = 26.624e-6  # 8192 / 2 * 13 butterflies at 0.5 ns
 OLE_QUERY = 223_232.0  # 2 * 8192 * (60 + 49) / 8
 OLE_REPLY = 122_880.0  # 2 * 8192 * 60 / 8
 C = cost.FERRET_COT_BITS  # 0.45
@@ -28,18 +31,22 @@ def approx(x, rel=1e-12):
 # ---------------------------------------------------------------- HE parameters
 
 
-@pytest.mark.parametrize("bits, n, moduli, ct", [
-    (64, 8192, (59, 55, 49), CT64),
-    (33, 8192, (59, 55, 49), CT64),
-    (32, 4096, (59, 37), CT32),
-    (20, 4096, (59, 37), CT32),
-    (128, 16384, (59, 59, 59, 59, 49), 2 * 16384 * 285 / 8),  # 1_167_360
+@pytest.mark.parametrize("bits, n, moduli, ct, resp", [
+    (64, 8192, (59, 55, 49), CT64, RESP64),
+    (33, 8192, (59, 55, 49), CT64, RESP64),
+    (32, 4096, (59, 37), CT32, RESP32),
+    (20, 4096, (59, 37), CT32, RESP32),
+    # above 64 bits two moduli are dropped: 3 x 59 bits -> 724_992 bytes
+    (128, 16384, (59, 59, 59, 59, 49), 2 * 16384 * 285 / 8, 2 * 16384 * 177 / 8),
 ])
-def test_he_params(bits, n, moduli, ct):
+def test_he_params(bits, n, moduli, ct, resp):
   p = cost.he_params(bits)
   assert (p.poly_degree, p.modulus_bits, p.num_moduli) == (n, moduli, len(moduli))
   assert p.ciphertext_bytes == ct
   assert p.seeded_ciphertext_bytes == ct / 2
+  assert p.response_ciphertext_bytes == resp
+  assert p.response_num_moduli == len(moduli) - (2 if bits > 64 else 1)
+  assert p.keyswitch_num_moduli == len(moduli) - 1  # the last is the special prime
 
 
 def test_fm64_ciphertext_is_about_334_kb():
@@ -53,8 +60,17 @@ def test_he_params_rejects_bad_ring_bits(bad):
 
 
 def test_galois_keys_hand():
-  # 13 keys (log2 8192) x 3 digits x one full FM64 ciphertext.
-  assert cost.galois_key_bytes(64) == 13 * 3 * CT64
+  # 13 keys (log2 8192) x 2 digits (data moduli) x one seeded 3-modulus ciphertext.
+  assert cost.galois_key_bytes(64) == 13 * 2 * CT64 / 2 == 4_339_712
+
+
+def test_compute_model_defaults_hand():
+  m = cost.DEFAULT_COMPUTE
+  # COP's scalar loop and SIP's pointwise loop run the same multiply_add_uint_mod.
+  assert m.seconds_per_scalar_coeff == m.seconds_per_dyadic_coeff == 1e-9
+  assert m.ntt_s(8192) == approx(NTT)
+  # decryption at 2 moduli: 6 NTTs + 8192 * 2 dyadic ops.
+  assert m.decryption_s(8192, 2) == approx(6 * NTT + 16_384e-9)
 
 
 # ----------------------------------------------------------------- COP (Nimbus)
@@ -69,14 +85,14 @@ def test_cop_ffn1_hand():
   assert c.shift_adds == 128 - 64
   assert c.scalar_poly_macs == 128 * 768  # n k ceil(m/t) = 98_304
   assert (c.input_ciphertexts, c.poly_products, c.automorphisms, c.messages) == (0, 0, 0, 1)
-  assert c.ntts == 64 * 2 * 3  # server decryptions only, 2 L NTTs each
-  assert c.online_bytes == 64 * CT64  # 21_364_736
-  assert c.setup_bytes == 768 * CT64  # 256_376_832
+  assert c.ntts == 64 * 3 * 2  # server decryptions only, 3 NTTs per response modulus
+  assert c.online_bytes == 64 * RESP64 == 14_942_208  # mod-switched to 59 + 55 bits
+  assert c.setup_bytes == 768 * CT64 / 2 == 128_188_416  # seeded
   assert c.client_memory_bytes == 768 * CT64
-  assert c.cost == cost.Cost(64 * CT64, 1.0, c.compute_s)
-  # compute: (MACs + shifts) x 2 N L scalar ops at 0.6 ns; 384 NTTs of 4096 * 13
-  # butterflies at 0.5 ns (26.624 us); 64 decryptions x N L dyadic ops at 1 ns.
-  want = (98_304 + 64) * 49_152 * 0.6e-9 + 384 * 26.624e-6 + 64 * 24_576 * 1e-9
+  assert c.cost == cost.Cost(64 * RESP64, 1.0, c.compute_s)
+  # compute: (MACs + shifts) x 2 N L = 49_152 scalar ops at 1 ns; 384 NTTs of 26.624 us;
+  # 64 decryptions x N x 2 response moduli dyadic ops at 1 ns.
+  want = (98_304 + 64) * 49_152 * 1e-9 + 384 * NTT + 64 * 16_384 * 1e-9
   assert c.compute_s == approx(want)
 
 
@@ -100,15 +116,18 @@ def test_cop_small_ring_and_ragged_hand():
   # FM32: N=4096, m=5 -> t=8, gap 512: 3 tokens share one ciphertext.
   c = cost.cop_linear(5, 7, 3, 32)
   assert (c.weight_ciphertexts, c.output_ciphertexts, c.scalar_poly_macs) == (7, 1, 21)
-  assert c.online_bytes == CT32
+  assert c.online_bytes == RESP32  # one 59-bit modulus left
+  assert c.ntts == 3  # one decryption at one modulus
   # m=3000 -> t=4096, gap 2: 5 tokens -> ceil(5/2) = 3 ciphertexts.
   assert cost.cop_linear(3000, 2, 5, 64).output_ciphertexts == 3
 
 
 def test_cop_seeded_setup_halves_transfer_not_memory():
-  c = cost.cop_linear(768, 768, 128, 64, seeded_setup=True)
+  c = cost.cop_linear(768, 768, 128, 64)  # seeded by default, as the Nimbus code sends
   assert c.setup_bytes == 768 * CT64 / 2
   assert c.client_memory_bytes == 768 * CT64
+  full = cost.cop_linear(768, 768, 128, 64, seeded_setup=False)
+  assert full.setup_bytes == 768 * CT64 and full.client_memory_bytes == 768 * CT64
 
 
 def test_bert_base_cop_setup_hand():
@@ -120,10 +139,10 @@ def test_bert_base_cop_setup_hand():
   assert 12 * per_layer == 82_944
   r = cost.bert_report(design="nimbus", include_embedding=False)
   assert r.weight_ciphertexts == 82_944
-  assert r.setup_bytes == 82_944 * CT64 == 27_688_697_856
-  assert r.client_memory_bytes == 27_688_697_856
-  seeded = cost.bert_report(design="nimbus", include_embedding=False, seeded_setup=True)
-  assert seeded.setup_bytes == 13_844_348_928
+  assert r.setup_bytes == 82_944 * CT64 / 2 == 13_844_348_928  # seeded
+  assert r.client_memory_bytes == 82_944 * CT64 == 27_688_697_856
+  full = cost.bert_report(design="nimbus", include_embedding=False, seeded_setup=False)
+  assert full.setup_bytes == 27_688_697_856
   # The embedding table adds 30522 * ceil(768/1024) ciphertexts.
   assert cost.bert_report(design="nimbus").weight_ciphertexts == 82_944 + 30_522
 
@@ -148,17 +167,21 @@ def test_sip_subshape_single_input_ciphertext_hand():
   assert c.poly_products == 64  # b0 b1 b2 = 1 * 1 * 64
   assert c.unpacked_output_ciphertexts == 64  # b0 b2, each with 128 useful coeffs of 8192
   assert c.output_ciphertexts == 1  # PackLWE: ceil(64 / d1=64)
-  assert c.automorphisms == 64  # ceil(128*64/8192) * d1
+  assert c.automorphisms == 63  # one full group: 32 + 16 + 8 + 4 + 2 + 1
   assert c.messages == 2 and c.weight_ciphertexts == 0 and c.scalar_poly_macs == 0
-  assert c.online_bytes == 2 * CT64
-  assert c.setup_bytes == 13 * 3 * CT64
-  # NTTs: input encode + encrypt 1*3*2, weight plaintexts 64*3, H2A 64*2*3,
-  # 64 key switches x (3 + 12 + 8 + 6), client decryption 1*2*3.
-  assert c.ntts == 6 + 192 + 384 + 64 * 29 + 6
+  assert c.online_bytes == CT64 / 2 + RESP64 == 400_384  # seeded query, 2-modulus reply
+  assert c.setup_bytes == 13 * 2 * CT64 / 2
+  # NTTs: input encode + encrypt 1*3*2, weight plaintexts 64*3, back to coefficients
+  # 64*2*3, 63 key switches at 2 data moduli x (2 + 6 + 6 + 4), client decryption 3*2.
+  assert c.ntts == 6 + 192 + 384 + 63 * 18 + 6 == 1722
+  # dyadic: encryption 2NL, 64 products x 2NL, 63 x 2*2*3 N per key switch, decryption
+  # N x 2; scalar: the 64 products scaled by 64^-1 (2NL each).
+  dyadic = 49_152 + 64 * 49_152 + 63 * 12 * 8192 + 16_384
+  assert c.compute_s == approx(1722 * NTT + dyadic * 1e-9 + 64 * 49_152 * 1e-9)
   unpacked = cost.sip_linear(64, 64, 128, 64, pack=False)
   assert (unpacked.output_ciphertexts, unpacked.automorphisms) == (64, 0)
-  assert unpacked.online_bytes == 65 * CT64
-  assert cost.sip_linear(64, 64, 128, 64, seeded_input=True).online_bytes == 1.5 * CT64
+  assert unpacked.online_bytes == CT64 / 2 + 64 * RESP64
+  assert cost.sip_linear(64, 64, 128, 64, seeded_input=False).online_bytes == CT64 + RESP64
   cached = cost.sip_linear(64, 64, 128, 64, cache_weight_ntt=True)
   assert cached.ntts == c.ntts - 192
 
@@ -166,7 +189,39 @@ def test_sip_subshape_single_input_ciphertext_hand():
 def test_sip_trivial_hand():
   c = cost.sip_linear(1, 1, 1, 64)
   assert cost.sip_subshape(1, 1, 1, 64) == (1, 1, 1)
-  assert (c.input_ciphertexts, c.output_ciphertexts, c.automorphisms) == (1, 1, 1)
+  assert (c.input_ciphertexts, c.output_ciphertexts, c.automorphisms) == (1, 1, 0)
+
+
+@pytest.mark.parametrize("num, gap, want", [
+    (768, 64, 756),  # 12 full groups x 63 (BERT-base 768 x 768)
+    (64, 64, 63),
+    (65, 64, 63 + 6),  # a lone ciphertext still goes through log2(64) levels
+    (2, 64, 2 * 5 + 1),  # two ciphertexts: 2 automorphisms per level until h = 1
+    (3072, 64, 48 * 63),
+    (1, 64, 0),  # SPU skips packing for a single ciphertext
+    (0, 8, 0),
+    (5, 1, 0),  # gap 1: nothing to merge
+])
+def test_packlwe_automorphisms_hand(num, gap, want):
+  assert cost.packlwe_automorphisms(num, gap) == want
+
+
+def test_packlwe_automorphisms_errors():
+  with pytest.raises(ValueError, match="num_ciphertexts"):
+    cost.packlwe_automorphisms(-1, 8)
+  with pytest.raises(ValueError, match="gap"):
+    cost.packlwe_automorphisms(8, 0)
+
+
+def test_bert_base_layer_work_hand():
+  # One BERT-base layer at seq 128: COP multiply-adds n k ceil(m/t) against SIP's
+  # b0 b1 b2 products, both over 2 N L coefficients.
+  shapes = [(768, 768)] * 4 + [(3072, 768), (768, 3072)]
+  cop = sum(cost.cop_linear(m, k, 128).scalar_poly_macs for m, k in shapes)
+  sip = sum(cost.sip_linear(m, k, 128).poly_products for m, k in shapes)
+  assert cop == 5 * 98_304 + 393_216 == 884_736
+  assert sip == 4 * 9216 + 2 * 36_864 == 110_592
+  assert sum(cost.sip_linear(m, k, 128).automorphisms for m, k in shapes) == 4 * 756 + 3024 + 756
 
 
 @hypothesis.settings(max_examples=40, deadline=None)
@@ -188,6 +243,9 @@ def test_linear_invariants(m, k, n, bits):
   assert sip.poly_products == sip.input_ciphertexts * math.ceil(m / d2)
   assert sip.output_ciphertexts * d1 >= sip.unpacked_output_ciphertexts
   assert sip.output_ciphertexts >= math.ceil(m * n / N)  # at most N results per ciphertext
+  if sip.unpacked_output_ciphertexts > 1:  # each merge is one automorphism, <= d1 - 1 a group
+    assert sip.unpacked_output_ciphertexts - sip.output_ciphertexts <= sip.automorphisms
+    assert sip.automorphisms <= sip.output_ciphertexts * (d1 - 1)
 
 
 def test_secret_matmul_two_cross_terms():
@@ -433,10 +491,10 @@ def test_layer_report_rows_and_linear_hand():
   rows = cost.bert_layer_report(design="nimbus", network=cost.LAN)
   assert tuple(r.category for r in rows) == cost.CATEGORIES
   qkv = rows[0]
-  # 3 x (16 COP output cts + truncation of 768*128 outputs by 18 at 64 bits:
-  # 700.3 + 19.45 = 719.75 bits each); rounds: 1 message + 8 truncation flights.
-  want = 3 * (16 * CT64 + 768 * 128 * 719.75 / 8)
-  assert qkv.bytes == approx(want) == approx(42_556_416.0)
+  # 3 x (16 COP output cts of 2 moduli + truncation of 768*128 outputs by 18 at 64
+  # bits: 700.3 + 19.45 = 719.75 bits each); rounds: 1 message + 8 truncation flights.
+  want = 3 * (16 * RESP64 + 768 * 128 * 719.75 / 8)
+  assert qkv.bytes == approx(want) == approx(37_739_520.0)
   assert qkv.rounds == 9
   assert qkv.latency_s == approx(qkv.compute_s + want * 8 / 3e9 + 9 * 1e-3 / 2, rel=1e-6)
   sip = cost.bert_layer_report(design="bumblebee", network=cost.LAN)
