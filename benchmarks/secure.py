@@ -400,7 +400,7 @@ def plot(rows: list[dict], cfg: Config, out_dir: str) -> list[str]:
     plt.close(fig)
   cst = [r for r in rows if r["part"] == "cost" and r["category"] not in ("Total",)]
   if cst:
-    fig, axes = plt.subplots(1, len(NETWORKS), figsize=(10, 4))
+    fig, axes = plt.subplots(1, len(NETWORKS), figsize=(11.5, 4))
     systems = ("nimbus", "bumblebee")
     cats = list(cost.CATEGORIES) + ["Embedding"]
     for ax, net in zip(np.atleast_1d(axes), NETWORKS):
@@ -412,7 +412,7 @@ def plot(rows: list[dict], cfg: Config, out_dir: str) -> list[str]:
         bottom += v
       ax.set_title(f"BERT-base, seq {cfg.cost_seq}, {net} (model)")
       ax.set_ylabel("modelled latency, s")
-    np.atleast_1d(axes)[-1].legend(fontsize=7)
+    np.atleast_1d(axes)[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     names.append("secure_breakdown.png")
     fig.savefig(os.path.join(out_dir, names[-1]), dpi=110)
