@@ -203,6 +203,7 @@ def shares_rows(cfg: Config, held: list[str]) -> list[dict]:
   t = time.perf_counter()
   shared = secure_minilm.secure_embeddings(model, tok, sentences, dealer, ledger)
   seconds = time.perf_counter() - t
+  priced = cost.price_ledger(ledger)  # the online counts, priced by the cost model
   online = ledger.online().as_dict()
   setup = ledger.total(mpc.Ledger.SETUP).as_dict()
   return [dict(part="shares", sentences=len(sentences), setup_seconds=setup_s,
@@ -211,6 +212,8 @@ def shares_rows(cfg: Config, held: list[str]) -> list[dict]:
                online_rounds=online["rounds"], comparisons=online["comparisons"],
                wrap_bits=online["wrap_bits"], ideal_calls=online["ideal_calls"],
                setup_opened_elements=setup["opened_elements"],
+               priced_online_bytes=priced.bytes, priced_online_rounds=priced.rounds,
+               priced_lan_s=float(cost.latency(priced, cost.LAN)),
                **evaluate.agreement(plain, shared))]
 
 

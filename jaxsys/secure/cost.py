@@ -61,6 +61,15 @@ then the polynomial level by level (product, truncation), then all selects as
 one batch (`price_opcount`); Nimbus runs GELU/exp in FM32 and fuses the last
 truncation into the lift back to FM64 (`activation_cost`); BumbleBee casts.
 
+**The simulator's ledger** (`price_ledger`) [I]: `jaxsys.secure.mpc` counts what
+it opens exactly and only *that* its dealer and ideal functionalities ran; each
+counter is priced once by the protocol above that realises it: openings by
+`open_cost` (the simulator's own rounds), elementwise triples by `triple_cost`
+(OLE), matrix triples by `secret_matmul_cost` (static ones by `sip_linear`),
+comparisons and wrap bits with a B2A into the ring, `reciprocal_cost`,
+`rsqrt_cost`; truncations and muxes are already in their wrap bits and Beaver
+products. Calls are chained, which overestimates rounds.
+
 **Left out or uncertain**: OT/HE base setup and key generation time; the
 pooler and classifier; plaintext work (``W X_S``, local sums); SPU's cheaper
 squares; noise-flooding and re-randomising encryptions (counted, not timed: both
@@ -103,7 +112,8 @@ Public names: `he_params`, `HEParams`, `LinearCost`, `ComputeModel`,
 `comparison_cost`, `and_cost`, `b2a_cost`, `wrap_bit_cost`, `truncation_cost`,
 `upcast_cost`, `mux_cost`, `open_cost`, `ole_mul_cost`, `triple_cost`,
 `beaver_mul_cost`, `normalise_cost`, `reciprocal_cost`, `rsqrt_cost`,
-`price_opcount`, `activation_cost`, `softmax_cost`, `layernorm_cost`, `Network`,
+`price_opcount`, `activation_cost`, `softmax_cost`, `layernorm_cost`,
+`price_ledger`, `price_ledger_breakdown`, `LEDGER_IDEALS`, `Network`,
 `make_network`, `LAN`, `WAN`, `LAN_TABLE6`, `WAN_TABLE6`, `latency`, `LayerRow`,
 `BertReport`, `CATEGORIES`, `DESIGNS`, `bert_layer_costs`, `bert_layer_report`,
 `bert_report`, `setup_amortised_speedup`,
@@ -118,6 +128,8 @@ Public names: `he_params`, `HEParams`, `LinearCost`, `ComputeModel`,
 
 from __future__ import annotations
 
+import collections
+import collections.abc
 import dataclasses
 import functools
 import math
@@ -128,6 +140,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsys.secure import approx
+from jaxsys.secure import mpc
 from jaxsys.secure.opcount import OpCount
 
 # ------------------------------------------------------------------- constants
@@ -1064,6 +1077,357 @@ def layernorm_cost(rows: int, width: int, ring_bits: int = 64, *, radix: int = C
   tr_rows = truncation_cost(bits, rows, None, radix, **kw)
   mul, tr = _mul_trunc(bits, n, None, radix, cot_bits, compute)
   return chain(tr_rows, mul, tr, tr_rows, rsqrt_cost(bits, rows, radix=radix, **kw), mul, tr, tr)
+
+
+# ------------------------------------------------ pricing the simulator's ledger
+
+LEDGER_IDEALS = ("embedding_select", "reciprocal", "rsqrt")  # ideal_calls names priced here
+_LEDGER_COUNTERS = ("opened_elements", "comparisons", "wrap_bits", "muxes", "truncations",
+                    "triples", "square_pairs")
+_LEDGER_KEYS = ("calls", "rounds", "messages") + _LEDGER_COUNTERS + ("matmul_triples",
+                                                                     "ideal_calls")
+_MATMUL_KINDS = ("beaver", "static")
+_MATMUL_FIELDS = ("kind", "bits", "spec", "a_shape", "b_shape", "count")
+
+
+def _bits_key(name: str, key) -> int:
+  if isinstance(key, str) and key.isdecimal():  # an as_dict() that went through JSON
+    key = int(key)
+  return _check_bits(name, key, lo=1)
+
+
+def _check_shape(name: str, shape) -> tuple[int, ...]:
+  if isinstance(shape, (str, bytes)) or not isinstance(shape, (tuple, list)):
+    raise ValueError(f"{name}: expected a shape (a tuple of ints >= 1), given {shape!r}")
+  return tuple(_check_int(f"{name}[{i}]", d) for i, d in enumerate(shape))
+
+
+def _opcounts_from_dict(d: collections.abc.Mapping) -> mpc.OpCounts:
+  """`mpc.OpCounts.as_dict` form -> `mpc.OpCounts` (missing keys count nothing)."""
+  unknown = sorted(str(k) for k in d if k not in _LEDGER_KEYS)
+  if unknown:
+    raise ValueError(
+        f"counts: unknown keys {unknown}; expected those of mpc.OpCounts.as_dict():"
+        f" {list(_LEDGER_KEYS)}")
+  oc = mpc.OpCounts(**{k: _check_int(f"counts[{k!r}]", d.get(k, 0), lo=0)
+                       for k in ("calls", "rounds", "messages")})
+  for name in _LEDGER_COUNTERS:
+    per_bits = d.get(name, {})
+    if not isinstance(per_bits, collections.abc.Mapping):
+      raise TypeError(
+          f"counts[{name!r}]: expected a dict {{ring bits: elements}}, given"
+          f" {type(per_bits).__name__}")
+    for bits, n in per_bits.items():
+      getattr(oc, name)[_bits_key(f"counts[{name!r}] key", bits)] += _check_int(
+          f"counts[{name!r}][{bits!r}]", n, lo=0)
+  entries = d.get("matmul_triples", [])
+  if isinstance(entries, (str, bytes, collections.abc.Mapping)) or not isinstance(
+      entries, collections.abc.Sequence):
+    raise TypeError(
+        f"counts['matmul_triples']: expected a list of dicts with keys {list(_MATMUL_FIELDS)},"
+        f" given {type(entries).__name__}")
+  for i, e in enumerate(entries):
+    where = f"counts['matmul_triples'][{i}]"
+    if not isinstance(e, collections.abc.Mapping) or set(e) != set(_MATMUL_FIELDS):
+      raise ValueError(
+          f"{where}: expected a dict with keys {list(_MATMUL_FIELDS)}, given"
+          f" {sorted(e) if isinstance(e, collections.abc.Mapping) else type(e).__name__}")
+    key = (e["kind"], _bits_key(f"{where}['bits']", e["bits"]), e["spec"],
+           _check_shape(f"{where}['a_shape']", e["a_shape"]),
+           _check_shape(f"{where}['b_shape']", e["b_shape"]))
+    oc.matmul_triples[key] += _check_int(f"{where}['count']", e["count"], lo=0)
+  ideal = d.get("ideal_calls", {})
+  if not isinstance(ideal, collections.abc.Mapping):
+    raise TypeError(
+        f"counts['ideal_calls']: expected a dict {{name: {{ring bits: elements}}}}, given"
+        f" {type(ideal).__name__}")
+  for name, per_bits in ideal.items():
+    if not isinstance(per_bits, collections.abc.Mapping):
+      raise TypeError(
+          f"counts['ideal_calls'][{name!r}]: expected a dict {{ring bits: elements}}, given"
+          f" {type(per_bits).__name__}")
+    for bits, n in per_bits.items():
+      oc.ideal_calls[(name, _bits_key(f"counts['ideal_calls'][{name!r}] key", bits))] += (
+          _check_int(f"counts['ideal_calls'][{name!r}][{bits!r}]", n, lo=0))
+  return oc
+
+
+def _checked_opcounts(oc: mpc.OpCounts) -> mpc.OpCounts:
+  """A validated copy: int ring bits, int counts >= 0, known matmul kinds and ideal names."""
+  out = mpc.OpCounts(**{k: _check_int(f"counts.{k}", getattr(oc, k), lo=0)
+                        for k in ("calls", "rounds", "messages")})
+  for name in _LEDGER_COUNTERS:
+    counter = getattr(oc, name)
+    if not isinstance(counter, collections.abc.Mapping):
+      raise TypeError(
+          f"counts.{name}: expected a Counter {{ring bits: elements}}, given"
+          f" {type(counter).__name__}")
+    for bits, n in counter.items():
+      b = _check_bits(f"counts.{name} key", bits, lo=1)
+      getattr(out, name)[b] += _check_int(f"counts.{name}[{b}]", n, lo=0)
+  for key, n in oc.matmul_triples.items():
+    if not isinstance(key, tuple) or len(key) != 5:
+      raise ValueError(
+          f"counts.matmul_triples key: expected (kind, bits, spec, a_shape, b_shape), given"
+          f" {key!r}")
+    kind, bits, spec, a_shape, b_shape = key
+    if kind not in _MATMUL_KINDS:
+      raise ValueError(
+          f"counts.matmul_triples kind: expected one of {_MATMUL_KINDS}, given {kind!r}")
+    if not isinstance(spec, str):
+      raise ValueError(f"counts.matmul_triples spec: expected an einsum string, given {spec!r}")
+    key = (kind, _check_bits("counts.matmul_triples bits", bits), spec,
+           _check_shape("counts.matmul_triples a_shape", a_shape),
+           _check_shape("counts.matmul_triples b_shape", b_shape))
+    out.matmul_triples[key] += _check_int(f"counts.matmul_triples[{key!r}]", n, lo=0)
+  for key, n in oc.ideal_calls.items():
+    if not isinstance(key, tuple) or len(key) != 2:
+      raise ValueError(f"counts.ideal_calls key: expected (name, bits), given {key!r}")
+    name, bits = key
+    if name not in LEDGER_IDEALS:
+      raise ValueError(
+          f"counts.ideal_calls: unknown ideal functionality {name!r}; expected one of"
+          f" {LEDGER_IDEALS} (the ones with a price in jaxsys.secure.cost)")
+    b = _check_bits(f"counts.ideal_calls[{name!r}] bits", bits)
+    out.ideal_calls[(name, b)] += _check_int(f"counts.ideal_calls[{key!r}]", n, lo=0)
+  return out
+
+
+def _ledger_invocations(ledger: mpc.Ledger) -> collections.Counter:
+  """``(kind, bits) -> calls``: over the online paths, the calls of every path that
+  ran that input-dependent ideal functionality (comparisons, wrap bits, ideal calls)."""
+  inv: collections.Counter = collections.Counter()
+  for path, rec in ledger.ops.items():
+    if path.startswith(mpc.Ledger.SETUP + "/"):
+      continue
+    for kind in ("comparisons", "wrap_bits"):
+      for bits, n in getattr(rec, kind).items():
+        if n:
+          inv[(kind, bits)] += rec.calls
+    for (name, bits), n in rec.ideal_calls.items():
+      if n:
+        inv[(f"ideal_calls/{name}", bits)] += rec.calls
+  return inv
+
+
+def _einsum_dims(spec: str, a_shape: tuple[int, ...],
+                 b_shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+  """``(batch, m, k, n)`` of ``einsum(spec, A, B)`` read as ``batch`` products of
+  ``(m x k) (k x n)``: batch indices are in A, B and the output; m in A and the
+  output only; n in B and the output only; k in A and B only (contracted). An
+  index in one operand alone, not in the output, is summed locally first (free).
+  ``...`` dims are aligned from the right, as in NumPy broadcasting."""
+  if "->" not in spec or spec.count(",") != 1:
+    raise ValueError(
+        f"counts.matmul_triples spec: expected an explicit two-operand einsum like"
+        f" 'ij,jk->ik', given {spec!r}")
+  ins, out = spec.replace(" ", "").split("->")
+  terms = ins.split(",")
+  ell = [len(s) - len(t.replace("...", "")) if "..." in t else 0
+         for t, s in zip(terms, (a_shape, b_shape))]
+  if min(ell) < 0:
+    raise ValueError(
+        f"counts.matmul_triples: spec {spec!r} names more dims than the shapes {a_shape}"
+        f" and {b_shape} have")
+  pool = [chr(0x3B1 + i) for i in range(max(ell))]  # Greek letters: fresh indices for '...'
+  expanded = [t.replace("...", "".join(pool[len(pool) - e:]))
+              for t, e in zip(terms, ell)]
+  out = out.replace("...", "".join(pool))
+  sizes: dict[str, int] = {}
+  for term, shape, which in zip(expanded, (a_shape, b_shape), ("a_shape", "b_shape")):
+    if len(term) != len(shape):
+      raise ValueError(
+          f"counts.matmul_triples {which}: spec {spec!r} does not fit the shapes"
+          f" {a_shape} and {b_shape}")
+    for letter, d in zip(term, shape):
+      sizes[letter] = max(sizes.get(letter, 1), d)
+  a, b, o = set(expanded[0]), set(expanded[1]), set(out)
+
+  def size(letters):
+    return math.prod(sizes[x] for x in letters)
+
+  return size(a & b & o), size((a & o) - b), size((a & b) - o), size((b & o) - a)
+
+
+def _matmul_triple_cost(kind: str, bits: int, spec: str, a_shape: tuple[int, ...],
+                        b_shape: tuple[int, ...], count: int, compute: ComputeModel) -> Cost:
+  batch, m, k, n = _einsum_dims(spec, a_shape, b_shape)
+  if kind == "beaver":
+    return secret_matmul_cost(m, k, n, bits, batch=count * batch, compute=compute)
+  # static: X (batch m x k) times the fixed (k x n) mask, whose NTT form is cached
+  lin = sip_linear(n, k, batch * m, bits, cache_weight_ntt=True, compute=compute)
+  return lin.cost.times(count)
+
+
+def price_ledger_breakdown(counts, *, radix: int = COMPARE_RADIX,
+                           cot_bits: float = FERRET_COT_BITS,
+                           compute: ComputeModel = DEFAULT_COMPUTE) -> dict[str, Cost]:
+  """`price_ledger` per counter kind: where the bytes, rounds and seconds go.
+
+  Keys (always all present; `chain` of the values is `price_ledger`):
+
+  * ``"opened_elements"``: ``sum_l 2 n_l l / 8`` bytes (`open_cost`: each party
+    sends its ``n_l`` shares), ``counts.rounds`` rounds (the simulator's), no compute.
+  * ``"triples"``, ``"square_pairs"``: the dealer's work for elementwise Beaver
+    products (`mpc.mul`, `mpc.select`) and squares, done without a dealer by
+    HE-based OLE: `triple_cost` per ring width (one batch each). Their openings
+    are in ``"opened_elements"``. Squares are priced as general triples (SPU's
+    one-direction square OLE would halve the bytes; not modelled).
+  * ``"matmul_triples"``: matrix triples ``C = A B``, the dealer's work for
+    `mpc.einsum` / `mpc.matmul` (``"beaver"``): `secret_matmul_cost` of the spec
+    read as ``batch`` products ``(m x k)(k x n)``, ``batch`` times the entry's count;
+    for `mpc.matmul_static` (``"static"``): the mask B is fixed, so the weight
+    owner can hold it and ``C = A_c B + A_s B`` needs one HE product of the client's
+    share with the plaintext B per query: `sip_linear` (``m`` = B's columns, ``k``,
+    ``n`` = X's rows) with ``cache_weight_ntt``, times the count, the same as
+    BumbleBee's linear layer, moved offline.
+  * ``"comparisons"``: `comparison_cost` then `b2a_cost` into the ring (the
+    simulator's less-than returns an arithmetic 0/1 share).
+  * ``"wrap_bits"``: `wrap_bit_cost` with its B2A into the ring's own width.
+  * ``"truncations"``, ``"muxes"``: zero, priced elsewhere: a `mpc.trunc_1bit` /
+    `mpc.trunc_upcast` truncation is its wrap bit and a local shift;
+    `mpc.trunc_local` is local; a `mpc.select` mux is a Beaver product, whose
+    openings and triple are in ``"opened_elements"`` and ``"triples"``.
+  * ``"ideal_calls/reciprocal"``, ``"ideal_calls/rsqrt"``: `reciprocal_cost`,
+    `rsqrt_cost`. ``"ideal_calls/embedding_select"``: the client selects rows of
+    the server's cached encrypted table (`cop_embedding`, no multiply-adds); the
+    ledger keeps only the ``E`` elements, not the width, so they are priced packed
+    densely, ``ceil(E / N)`` response ciphertexts (``cop_embedding(1, N, ceil(E/N))``:
+    exact for a power-of-two width <= N; a width w below that costs
+    ``next_pow2(w) / w`` times more bytes).
+
+  Rounds [I]: input-dependent functionalities (comparisons, wrap bits, ideal
+  calls) run one after another: per ring width one batched call, its rounds times
+  the number of calls that ran it. That number is known for an `mpc.Ledger` (the
+  ``calls`` of each online path that recorded it, summed); an `mpc.OpCounts` keeps
+  elements only, so each width counts as one call there. Triples do not depend on
+  the inputs: one batch per width (per shape for matrices), its rounds counted
+  once, as `beaver_mul_cost` does. Everything is chained, never overlapped.
+
+  Args:
+    counts: an `mpc.OpCounts`, its ``as_dict()`` form (ring bits may be decimal
+      strings, as after JSON), or an `mpc.Ledger`, whose online counts
+      (`mpc.Ledger.online`, the ``setup`` scope left out) are priced.
+    radix: millionaire digit bits (comparisons, wrap bits, reciprocal, rsqrt).
+    cot_bits: bits per silent COT.
+    compute: per-operation times.
+
+  Returns:
+    ``{kind: Cost}`` in the order above.
+  """
+  radix = _check_int("radix", radix)
+  if radix > 8:
+    raise ValueError(f"radix: expected an int in [1, 8] (SPU's bound), given {radix}")
+  cot_bits = _cot_bits(cot_bits)
+  if not isinstance(compute, ComputeModel):
+    raise TypeError(f"compute: expected a ComputeModel, given {type(compute).__name__}")
+  if isinstance(counts, mpc.Ledger):
+    oc, inv = counts.online(), _ledger_invocations(counts)
+  elif isinstance(counts, mpc.OpCounts):
+    oc, inv = counts, collections.Counter()
+  elif isinstance(counts, collections.abc.Mapping):
+    oc, inv = _opcounts_from_dict(counts), collections.Counter()
+  else:
+    raise TypeError(
+        f"counts: expected an mpc.OpCounts, its as_dict() form or an mpc.Ledger, given"
+        f" {type(counts).__name__}")
+  oc = _checked_opcounts(oc)
+  kw = dict(cot_bits=cot_bits, compute=compute)
+
+  def per_width(kind, counter, price):
+    parts = []
+    for bits, n in sorted(counter.items()):
+      if n:
+        c = price(bits, n)
+        parts.append(Cost(c.bytes, c.rounds * (inv.get((kind, bits)) or 1), c.compute_s))
+    return chain(ZERO, *parts)
+
+  def embedding(bits, n):
+    N = he_params(bits).poly_degree
+    return cop_embedding(1, N, _ceil_div(n, N), bits, compute=compute).cost
+
+  ideal_price = {
+      "embedding_select": embedding,
+      "reciprocal": lambda b, n: reciprocal_cost(b, n, radix=radix, **kw),
+      "rsqrt": lambda b, n: rsqrt_cost(b, n, radix=radix, **kw),
+  }
+  out = {
+      "opened_elements": Cost(
+          float(sum(open_cost(b, n).bytes for b, n in oc.opened_elements.items())),
+          float(oc.rounds), 0.0),
+      "triples": per_width("triples", oc.triples,
+                           lambda b, n: triple_cost(b, n, compute=compute)),
+      "square_pairs": per_width("square_pairs", oc.square_pairs,
+                                lambda b, n: triple_cost(b, n, compute=compute)),
+      "matmul_triples": chain(ZERO, *(
+          _matmul_triple_cost(*key, count, compute)
+          for key, count in sorted(oc.matmul_triples.items()) if count)),
+      "comparisons": per_width(
+          "comparisons", oc.comparisons,
+          lambda b, n: comparison_cost(b, n, radix, **kw).then(b2a_cost(b, n, **kw))),
+      "wrap_bits": per_width("wrap_bits", oc.wrap_bits,
+                             lambda b, n: wrap_bit_cost(b, n, radix=radix, **kw)),
+      "truncations": ZERO,
+      "muxes": ZERO,
+  }
+  for name in LEDGER_IDEALS:
+    key = f"ideal_calls/{name}"
+    out[key] = per_width(key, {b: n for (nm, b), n in oc.ideal_calls.items() if nm == name},
+                         ideal_price[name])
+  return out
+
+
+def price_ledger(counts, *, radix: int = COMPARE_RADIX, cot_bits: float = FERRET_COT_BITS,
+                 compute: ComputeModel = DEFAULT_COMPUTE) -> Cost:
+  """Bytes, rounds and compute of the exact operation counts `mpc` records.
+
+  The simulator counts what it opens itself (elements, rounds) and only *that*
+  its ideal functionalities and dealer ran; this prices each counter with the
+  protocol that would realise it, once (`price_ledger_breakdown` lists the
+  mapping and the per-kind costs)::
+
+      bytes  = sum_l 2 l opened_l / 8 + triples (OLE) + matrix triples (HE)
+               + comparisons + wrap bits + reciprocal + rsqrt + embedding select
+      rounds = counts.rounds + sum_{kind, width} calls * R_kind
+               + 2 per triple batch (one per width / matrix shape)
+
+  Rounds assume the calls run sequentially, never overlapped [I]: an overestimate
+  where independent calls (the heads of one layer, say) could share rounds. For
+  an `mpc.OpCounts` each (kind, width) counts as one call (the counts do not say
+  how many there were); pass the `mpc.Ledger` to count every call. The
+  simulator's ``messages`` and ``calls`` are not priced (bytes come from elements),
+  nor is the one-time ``setup`` scope of a `Ledger`.
+
+  Wrap bits [I]: the ledger does not keep the truncation shift, so every wrap
+  bit's B2A goes into the ring's own ``l`` bits: exact for `mpc.upcast`, over by
+  ``(l - s) / 8`` bytes per element for a truncation by s (`truncation_cost`
+  needs ``s`` bits), under by ``s / 8`` for Nimbus's fused `mpc.trunc_upcast`
+  (``32 + s``). Reciprocal is SPU's positive Goldschmidt (`reciprocal_cost`); the
+  simulator's ideal also takes negative inputs, whose sign handling (a comparison
+  and a mux) is not priced.
+
+  Args:
+    counts: an `mpc.OpCounts`, its ``as_dict()`` form, or an `mpc.Ledger` (its
+      `mpc.Ledger.online` counts, with the calls of each path).
+    radix, cot_bits, compute: as `comparison_cost`.
+
+  Returns:
+    `Cost`: the `chain` of `price_ledger_breakdown`'s values.
+
+  Raises:
+    TypeError: `counts` of another type, or a counter that is not a dict.
+    ValueError: an unknown ideal functionality (the known ones are `LEDGER_IDEALS`),
+      matmul kind or dict key; negative counts; bad ring bits, specs or shapes.
+
+  >>> import collections
+  >>> from jaxsys.secure import mpc
+  >>> oc = mpc.OpCounts(rounds=1, opened_elements=collections.Counter({32: 8}),
+  ...                   triples=collections.Counter({32: 4}))
+  >>> price_ledger(oc) == beaver_mul_cost(32, 4)  # one mul of 4 elements
+  True
+  """
+  return chain(*price_ledger_breakdown(counts, radix=radix, cot_bits=cot_bits,
+                                       compute=compute).values())
 
 
 # ------------------------------------------------------------------ network

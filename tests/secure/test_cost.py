@@ -1,6 +1,8 @@
 """The Nimbus / BumbleBee cost model against hand-computed cases, SPU's published
 counts, the latency formula, a vmapped network sweep, monotonicity and every error."""
 
+import collections
+import json
 import math
 
 import hypothesis
@@ -12,6 +14,8 @@ import pytest
 
 from jaxsys._src import testing
 from jaxsys.secure import cost
+from jaxsys.secure import mpc
+from jaxsys.secure import ring
 from jaxsys.secure.opcount import OpCount
 
 CT64 = 333_824.0  # 2 * 8192 * (59 + 55 + 49) / 8
@@ -561,3 +565,174 @@ def test_report_errors():
     cost.bert_report(layers=0)
   with pytest.raises(TypeError, match="gelu_op"):
     cost.bert_layer_costs(gelu_op="nimbus")
+
+
+# ------------------------------------------------- pricing the simulator's ledger
+
+
+def test_price_ledger_one_of_each_counter():
+  beaver = ("beaver", 64, "bthd,bshd->bhts", (2, 8, 3, 16), (2, 8, 3, 16))
+  static = ("static", 32, "...k,kn->...n", (2, 3, 16), (16, 5))
+  oc = mpc.OpCounts(
+      calls=9, rounds=3, messages=6,
+      opened_elements=collections.Counter({32: 10, 64: 4}),
+      comparisons=collections.Counter({32: 5}), wrap_bits=collections.Counter({64: 3}),
+      muxes=collections.Counter({32: 2}), truncations=collections.Counter({64: 3}),
+      triples=collections.Counter({32: 7}), square_pairs=collections.Counter({64: 2}),
+      matmul_triples=collections.Counter({beaver: 1, static: 2}),
+      ideal_calls=collections.Counter({("reciprocal", 64): 4, ("rsqrt", 64): 2,
+                                       ("embedding_select", 64): 10_000}))
+  got = cost.price_ledger_breakdown(oc)
+  assert list(got) == [
+      "opened_elements", "triples", "square_pairs", "matmul_triples", "comparisons",
+      "wrap_bits", "truncations", "muxes", "ideal_calls/embedding_select",
+      "ideal_calls/reciprocal", "ideal_calls/rsqrt"]
+  # each party sends its shares: 2 (10 x 32 + 4 x 64) / 8 bytes, the simulator's 3 rounds
+  assert got["opened_elements"] == cost.Cost(144.0, 3.0, 0.0)
+  assert got["triples"] == cost.triple_cost(32, 7)
+  assert got["square_pairs"] == cost.triple_cost(64, 2)  # as general triples
+  # QK^T: b h = 2 x 3 = 6 products of (t x d)(d x s) = (8 x 16)(16 x 8); the static one:
+  # one SIP product of the fixed 16 x 5 mask by X's 6 rows, per query (2 queries)
+  sip = cost.sip_linear(5, 16, 6, 32, cache_weight_ntt=True)
+  assert got["matmul_triples"] == cost.chain(
+      cost.secret_matmul_cost(8, 16, 8, 64, batch=6), sip.cost.times(2))
+  assert got["comparisons"] == cost.comparison_cost(32, 5).then(cost.b2a_cost(32, 5))
+  assert got["comparisons"].bytes * 8 == approx(5 * (344.7 + 1 + 32 + C))
+  assert got["comparisons"].rounds == 7  # 2 + 3 AND levels, then a 2-round B2A
+  assert got["wrap_bits"] == cost.wrap_bit_cost(64, 3)
+  assert got["wrap_bits"].bytes * 8 == approx(3 * (700.3 + 1 + 64 + C))
+  assert got["truncations"] == got["muxes"] == cost.Cost(0.0, 0.0, 0.0)
+  # 10_000 elements packed into ceil(10_000 / 8192) = 2 response ciphertexts, 1 message
+  emb = got["ideal_calls/embedding_select"]
+  assert (emb.bytes, emb.rounds) == (2 * RESP64, 1.0)
+  assert emb.compute_s == approx(2 * (3 * 2 * NTT + 8192 * 2 * 1e-9))
+  assert got["ideal_calls/reciprocal"] == cost.reciprocal_cost(64, 4)
+  assert got["ideal_calls/rsqrt"] == cost.rsqrt_cost(64, 2)
+  total = cost.price_ledger(oc)
+  assert total == cost.chain(*got.values())
+  parts = list(got.values())
+  assert total.bytes == approx(sum(c.bytes for c in parts))
+  # opened 3, triples 2, squares 2, matrix 2 + 2, comparisons 7, wrap bits (q = 16:
+  # 2 + 4 + B2A 2) 8, embedding 1, reciprocal (normalise 2 x 6 + 2, then 5 levels of
+  # product 2 + truncation 8) 64, rsqrt
+  assert got["ideal_calls/reciprocal"].rounds == 64
+  assert total.rounds == 3 + 2 + 2 + 4 + 7 + 8 + 1 + 64 + cost.rsqrt_cost(64, 2).rounds == 175
+  # the as_dict() form, also after JSON (string ring bits), prices the same
+  assert cost.price_ledger(oc.as_dict()) == total
+  assert cost.price_ledger(json.loads(json.dumps(oc.as_dict()))) == total
+
+
+def test_price_ledger_options_reach_every_primitive():
+  oc = mpc.OpCounts(comparisons=collections.Counter({64: 3}),
+                    wrap_bits=collections.Counter({32: 2}),
+                    ideal_calls=collections.Counter({("rsqrt", 32): 5}))
+  slow = cost.ComputeModel(seconds_per_cot=1e-6, threads=2)
+  got = cost.price_ledger_breakdown(oc, radix=2, cot_bits=1.0, compute=slow)
+  kw = dict(cot_bits=1.0, compute=slow)
+  assert got["comparisons"] == cost.comparison_cost(64, 3, 2, **kw).then(
+      cost.b2a_cost(64, 3, **kw))
+  assert got["wrap_bits"] == cost.wrap_bit_cost(32, 2, radix=2, **kw)
+  assert got["ideal_calls/rsqrt"] == cost.rsqrt_cost(32, 5, radix=2, **kw)
+
+
+def test_price_ledger_real_ledger_hand():
+  dealer, ledger = mpc.Dealer(jax.random.key(0)), mpc.Ledger()
+  x = mpc.share(ring.encode(jnp.array([1.5, -2.0, 0.25, 3.0]), ring.RING32), dealer,
+                ring.RING32)
+  y = mpc.mul_fixed(x, x, dealer, ledger)  # Beaver mul + 1-bit truncation
+  mpc.less_than_public(x, ring.encode(jnp.array(0.5), ring.RING32), dealer, ledger)
+  mpc.reciprocal(y, dealer, ledger)
+  got = cost.price_ledger_breakdown(ledger)
+  open_ = 2 * 8 * 32 / 8  # x - a and x - b: 8 elements per party
+  ole = 2 * 3 * (OLE_QUERY + OLE_REPLY)  # 3 CRT primes at 32 bits, one batch each way
+  bit = 4 * (344.7 + 1 + 32 + C) / 8  # millionaire on 31 / 32 bits (q = 8) + B2A to 32
+  # Goldschmidt: normalise (3 x 32 x 5 ANDs, 10 rounds; 32 B2As of 32 bits, 2 rounds),
+  # 6 products over 5 levels, each with a truncation by 13 (B2A into 13 bits)
+  recip = (3 * 32 * 5 * 4 * (4 + 2 * C) + 32 * 4 * (1 + 32 + C)) / 8 + 6 * (
+      ole + 4 * (344.7 + 1 + 13 + C) / 8)
+  want = {"opened_elements": (open_, 1), "triples": (ole, 2), "comparisons": (bit, 7),
+          "wrap_bits": (bit, 7), "ideal_calls/reciprocal": (recip, 10 + 2 + 5 * (2 + 7))}
+  for key, c in got.items():
+    b, r = want.get(key, (0.0, 0))
+    assert c.bytes == approx(b), key
+    assert c.rounds == r, key
+  total = cost.price_ledger(ledger)
+  assert total.bytes == approx(64 + 2_076_672 + 2 * 189.075 + 12_462_820.65)
+  assert total.rounds == 1 + 2 + 7 + 7 + 57 == 74
+  assert total.compute_s == approx(sum(c.compute_s for c in got.values()))
+  # every path ran once, so the ledger and its online counts agree
+  assert cost.price_ledger(ledger.online()) == total
+  assert cost.price_ledger(ledger.online().as_dict()) == total
+
+
+def test_price_ledger_counts_each_call_of_a_ledger():
+  dealer, ledger = mpc.Dealer(jax.random.key(1)), mpc.Ledger()
+  x = mpc.share(ring.encode(jnp.zeros((2, 3)), ring.RING32), dealer, ring.RING32)
+  b = mpc.less_than_public(x, ring.encode(jnp.array(0.5), ring.RING32), dealer, ledger)
+  mpc.less_than_public(x, ring.encode(jnp.array(0.5), ring.RING32), dealer, ledger)
+  mpc.select(b, x, x, dealer, ledger)
+  by_ledger = cost.price_ledger_breakdown(ledger)
+  by_counts = cost.price_ledger_breakdown(ledger.online())
+  # two sequential calls of 6 elements: the bytes of 12, the rounds of two calls
+  one = cost.comparison_cost(32, 12).then(cost.b2a_cost(32, 12))
+  assert by_counts["comparisons"] == one
+  assert by_ledger["comparisons"] == cost.Cost(one.bytes, 2 * one.rounds, one.compute_s)
+  # the select is a Beaver product: 2 x 6 openings and 6 triples, the mux itself free
+  assert by_ledger["muxes"] == cost.Cost(0.0, 0.0, 0.0)
+  assert by_ledger["triples"] == cost.triple_cost(32, 6)
+  assert by_ledger["opened_elements"] == cost.open_cost(32, 12)
+
+
+def test_price_ledger_leaves_out_setup_and_prices_matrix_triples():
+  dealer, ledger = mpc.Dealer(jax.random.key(2)), mpc.Ledger()
+  w = mpc.setup_static_weight(np.ones((8, 3), np.uint64), dealer, ledger, ring=ring.RING64)
+  x = mpc.share(np.ones((2, 4, 8), np.uint64), dealer, ring.RING64)
+  mpc.matmul_static(x, w, dealer, ledger)  # opens X - A only; W - B was opened at setup
+  mpc.matmul(x, mpc.share(np.ones((8, 5), np.uint64), dealer, ring.RING64), dealer, ledger)
+  got = cost.price_ledger_breakdown(ledger)
+  assert got["opened_elements"] == cost.Cost(2 * (64 + 64 + 40) * 64 / 8, 2.0, 0.0)
+  static = cost.sip_linear(3, 8, 8, 64, cache_weight_ntt=True).cost  # X's 2 x 4 rows
+  beaver = cost.secret_matmul_cost(8, 8, 5, 64)  # '...k,kn->...n': (8 x 8)(8 x 5)
+  assert got["matmul_triples"] == cost.chain(beaver, static)  # sorted: beaver first
+  assert cost.price_ledger(ledger) == cost.chain(got["opened_elements"], beaver, static)
+
+
+def test_price_ledger_errors():
+  with pytest.raises(TypeError, match="counts: expected an mpc.OpCounts"):
+    cost.price_ledger([1, 2])
+  with pytest.raises(TypeError, match="counts: expected an mpc.OpCounts"):
+    cost.price_ledger(None)
+  with pytest.raises(ValueError, match=r"'softmax'.*\('embedding_select', 'reciprocal', 'rsqrt'\)"):
+    cost.price_ledger(mpc.OpCounts(ideal_calls=collections.Counter({("softmax", 64): 3})))
+  with pytest.raises(ValueError, match="'gelu'.*one of"):
+    cost.price_ledger({"ideal_calls": {"gelu": {64: 1}}})
+  with pytest.raises(ValueError, match=r"counts: unknown keys \['opens'\]"):
+    cost.price_ledger({"opens": {32: 1}})
+  with pytest.raises(TypeError, match=r"counts\['triples'\]: expected a dict"):
+    cost.price_ledger({"triples": [32, 1]})
+  with pytest.raises(ValueError, match=r"counts\['muxes'\]\['32'\]: expected an int >= 0"):
+    cost.price_ledger({"muxes": {"32": "two"}})
+  with pytest.raises(ValueError, match=r"counts.triples\[32\]: expected an int >= 0"):
+    cost.price_ledger(mpc.OpCounts(triples=collections.Counter({32: -1})))
+  with pytest.raises(ValueError, match="counts.opened_elements key: expected an int number"):
+    cost.price_ledger(mpc.OpCounts(opened_elements=collections.Counter({None: 4})))
+  with pytest.raises(ValueError, match="counts.rounds"):
+    cost.price_ledger(mpc.OpCounts(rounds=1.5))
+  with pytest.raises(ValueError, match="kind: expected one of"):
+    cost.price_ledger(mpc.OpCounts(matmul_triples=collections.Counter(
+        {("dealer", 64, "ij,jk->ik", (2, 3), (3, 4)): 1})))
+  with pytest.raises(ValueError, match="spec: expected an explicit two-operand einsum"):
+    cost.price_ledger(mpc.OpCounts(matmul_triples=collections.Counter(
+        {("beaver", 64, "ij,jk", (2, 3), (3, 4)): 1})))
+  with pytest.raises(ValueError, match="does not fit the shapes"):
+    cost.price_ledger(mpc.OpCounts(matmul_triples=collections.Counter(
+        {("beaver", 64, "ij,jk->ik", (2, 3, 1), (3, 4)): 1})))
+  with pytest.raises(ValueError, match=r"counts\['matmul_triples'\]\[0\]: expected a dict"):
+    cost.price_ledger({"matmul_triples": [{"kind": "beaver"}]})
+  with pytest.raises(ValueError, match="radix"):
+    cost.price_ledger(mpc.OpCounts(), radix=9)
+  with pytest.raises(ValueError, match="cot_bits"):
+    cost.price_ledger(mpc.OpCounts(), cot_bits=-1.0)
+  with pytest.raises(TypeError, match="compute: expected a ComputeModel"):
+    cost.price_ledger(mpc.OpCounts(), compute="fast")
+  assert cost.price_ledger(mpc.OpCounts()) == cost.Cost(0.0, 0.0, 0.0)
