@@ -1,0 +1,369 @@
+"""The cache hierarchy and its runner in plain Python: the slow reference.
+
+Written apart from `hierarchy` / `runner` (no JAX, no shared helpers; objects,
+lists and loops) from the specification in `hierarchy`'s and `protocol`'s
+module docstrings. The tests hold the `lax.scan` runner to this access for
+access: the same step code at every access, every counter, and the same final
+tables. Where the JAX code computes something in one step, this code does it
+the long way:
+
+* LRU uses a counter bumped at every replacement update (the JAX tables use
+  per-request tick slots; both give the same order within each level, so the
+  same victims; the tests compare ranks, not raw stamps);
+* SRRIP ages a set by looping "add 1 to every way until one reaches 3";
+* the L1D MSHRs and the prefetch queue are lists of the reserved entries
+  (``(start, ready)`` and leave cycles), pruned as time passes; a prefetch is
+  offered while `can_issue` holds, one by one (the JAX runner computes the
+  budget once).
+
+>>> from jaxsys.sims.cache import hierarchy
+>>> ref = Hierarchy(hierarchy.CacheConfig.make(l1d=dict(sets=2, ways=2)))
+>>> ref.demand(5, False, now=0).level, ref.demand(5, False, now=300).level
+(3, 0)
+"""
+
+from __future__ import annotations
+
+import fractions
+from typing import Any
+
+NAMES = ("l1d", "l2", "llc")
+LEVEL_COUNTERS = ("access", "hit", "miss", "load_access", "load_miss", "late", "merged",
+                  "pf_fill", "pf_useful", "pf_useless", "pf_redundant", "writeback")
+TOTALS = ("loads", "stores", "dram_read_demand", "dram_read_prefetch", "dram_write",
+          "mshr_full", "pf_candidates", "pf_issued", "pf_refused", "first_instr",
+          "last_instr")
+WIDE = ("demand_latency", "late_cycles")
+INT32_MAX = 2**31 - 1
+
+
+class Line:
+  """One cache line: an invalid way has tag -1."""
+
+  __slots__ = ("tag", "repl", "ready", "pf", "dirty", "origin")
+
+  def __init__(self):
+    self.tag = -1
+    self.repl = -1
+    self.ready = 0
+    self.pf = False
+    self.dirty = False
+    self.origin = 0
+
+  def meta(self) -> int:
+    return int(self.pf) | (int(self.dirty) << 1) | (self.origin << 2)
+
+
+class Result:
+  """What a demand access did."""
+
+  def __init__(self, level: int, late: bool, pf_hit: bool, latency: int):
+    self.level = level
+    self.late = late
+    self.pf_hit = pf_hit
+    self.latency = latency
+
+
+class Hierarchy:
+  """L1D / L2 / LLC / DRAM, one access at a time."""
+
+  def __init__(self, config: Any, dram_latency: int = 160):
+    self.config = config
+    self.levels = [config.l1d, config.l2, config.llc]
+    self.sets = [[[Line() for _ in range(lc.ways)] for _ in range(lc.sets)]
+                 for lc in self.levels]
+    self.latency = [lc.latency for lc in self.levels] + [dram_latency]
+    self.mshr = []  # (start, ready) of the reserved L1D MSHRs
+    self.pq = []  # leave cycles of the busy prefetch-queue entries
+    self.clock = 0  # LRU stamp source
+    self.count = {name: {c: 0 for c in LEVEL_COUNTERS} for name in NAMES}
+    self.totals = {t: 0 for t in TOTALS}
+    self.totals["first_instr"] = -1
+    self.totals["last_instr"] = -1
+    self.wide = {w: 0 for w in WIDE}
+
+  # --------------------------------------------------------------- lines
+
+  def _set(self, level: int, block: int) -> list:
+    return self.sets[level][block % self.levels[level].sets]
+
+  def find(self, level: int, block: int):
+    for line in self._set(level, block):
+      if line.tag == block:
+        return line
+    return None
+
+  def _stamp(self, level: int, line: Line, on_fill: bool) -> None:
+    if self.levels[level].replacement == "lru":
+      self.clock += 1
+      line.repl = self.clock
+    else:
+      line.repl = 2 if on_fill else 0
+
+  def _victim(self, level: int, ways: list) -> Line:
+    for line in ways:
+      if line.tag < 0:
+        return line
+    if self.levels[level].replacement == "lru":
+      oldest = ways[0]
+      for line in ways:
+        if line.repl < oldest.repl:
+          oldest = line
+      return oldest
+    while True:
+      for line in ways:
+        if line.repl == 3:
+          return line
+      for line in ways:
+        line.repl += 1
+
+  def _install(self, level: int, block: int, ready: int, pf: bool, dirty: bool, origin: int,
+               now: int) -> None:
+    """Puts `block` into `level`, evicting (and writing back) a victim."""
+    ways = self._set(level, block)
+    line = self._victim(level, ways)
+    if line.tag >= 0:
+      old = Line()
+      old.tag, old.pf, old.dirty = line.tag, line.pf, line.dirty
+      if old.pf:
+        self.count[NAMES[level]]["pf_useless"] += 1
+      if old.dirty:
+        self.count[NAMES[level]]["writeback"] += 1
+        if self.config.writebacks == "cascade":
+          victim = old
+        else:  # "direct": a dirty victim (only ever an L1D line) is a DRAM write
+          self.totals["dram_write"] += 1
+          victim = None
+      else:
+        victim = None
+    else:
+      victim = None
+    line.tag = block
+    line.ready = ready
+    line.pf = pf
+    line.dirty = dirty
+    line.origin = origin
+    self._stamp(level, line, on_fill=True)
+    if victim is not None:
+      self._write_back(level + 1, victim.tag, now)
+
+  def _write_back(self, level: int, block: int, now: int) -> None:
+    """A dirty line evicted from `level - 1` goes into `level` (or DRAM)."""
+    if level == 3:
+      self.totals["dram_write"] += 1
+      return
+    line = self.find(level, block)
+    if line is not None:
+      line.dirty = True
+      return
+    self._install(level, block, ready=now, pf=False, dirty=True, origin=level - 1, now=now)
+
+  # --------------------------------------------------------------- queues
+
+  def busy(self, now: int) -> tuple[int, int]:
+    """(PQ entries, MSHRs) busy at `now`; forgets the ones already free."""
+    self.mshr = [(a, b) for a, b in self.mshr if b > now]
+    self.pq = [t for t in self.pq if t > now]
+    return len(self.pq), sum(1 for a, b in self.mshr if a <= now)
+
+  def can_issue(self, now: int) -> bool:
+    pq, mshr = self.busy(now)
+    return pq + mshr < self.config.l1d.mshr - 1 and pq < self.config.pq_size
+
+  # --------------------------------------------------------------- requests
+
+  def _path(self, start: int, found: int) -> int:
+    return sum(self.latency[start:found + 1])
+
+  def demand(self, block: int, is_store: bool, now: int, instr: int | None = None) -> Result:
+    """One demand load or store at cycle `now`."""
+    kind = "stores" if is_store else "loads"
+    self.totals[kind] += 1
+    if instr is not None:
+      if self.totals["first_instr"] < 0:
+        self.totals["first_instr"] = instr
+      self.totals["last_instr"] = instr
+    found = 3
+    for level in range(3):
+      name = NAMES[level]
+      self.count[name]["access"] += 1
+      if not is_store:
+        self.count[name]["load_access"] += 1
+      if self.find(level, block) is not None:
+        found = level
+        self.count[name]["hit"] += 1
+        break
+      self.count[name]["miss"] += 1
+      if not is_store:
+        self.count[name]["load_miss"] += 1
+
+    if found > 0:  # an L1D miss takes an MSHR; all busy: the first to free is reused
+      self.busy(now)
+      if len(self.mshr) >= self.config.l1d.mshr:
+        self.mshr.remove(min(self.mshr, key=lambda pair: (pair[1], pair[0])))
+        self.totals["mshr_full"] += 1
+    path = self._path(0, found)
+    late = pf_hit = False
+    if found < 3:
+      line = self.find(found, block)
+      done = max(now + path, line.ready)
+      if line.pf:
+        pf_hit = True
+        line.pf = False
+        self.count[NAMES[found]]["pf_useful"] += 1
+        if line.ready > now:
+          late = True
+          self.count[NAMES[found]]["late"] += 1
+          self.wide["late_cycles"] += max(line.ready - now - path, 0)
+      elif line.ready > now:
+        self.count[NAMES[found]]["merged"] += 1
+      self._stamp(found, line, on_fill=False)
+      if found == 0 and is_store:
+        line.dirty = True
+    else:
+      done = now + path
+      self.totals["dram_read_demand"] += 1
+    if found > 0:
+      self.mshr.append((now, done))
+    for level in range(found - 1, -1, -1):
+      self._install(level, block, ready=done, pf=False, dirty=is_store and level == 0,
+                    origin=found, now=now)
+    self.wide["demand_latency"] += done - now
+    return Result(found, late, pf_hit, done - now)
+
+  def prefetch(self, block: int, target: int, now: int) -> bool:
+    """A prefetch into level `target` (the caller checked `can_issue`)."""
+    # Every prefetch waits in the PQ for the L1D lookup.
+    self.pq.append(now + self.latency[0])
+    if self.find(target, block) is not None:
+      self.count[NAMES[target]]["pf_redundant"] += 1
+      return False
+    found = 3
+    for level in range(target + 1, 3):
+      if self.find(level, block) is not None:
+        found = level
+        break
+    path = self._path(target, found)
+    if found < 3:
+      line = self.find(found, block)
+      done = max(now + path, line.ready)
+      if line.pf:
+        line.pf = False
+        self.count[NAMES[found]]["pf_useful"] += 1
+      self._stamp(found, line, on_fill=False)
+    else:
+      done = now + path
+      self.totals["dram_read_prefetch"] += 1
+    if target == 0:  # then holds an MSHR until the data arrives
+      self.mshr.append((now + self.latency[0], done))
+    for level in range(found - 1, target - 1, -1):
+      self._install(level, block, ready=done, pf=level == target, dirty=False, origin=found,
+                    now=now)
+    self.count[NAMES[target]]["pf_fill"] += 1
+    return True
+
+  # --------------------------------------------------------------- results
+
+  def counters(self) -> dict[str, int]:
+    """Every counter under the names `hierarchy.counters` uses."""
+    out = {}
+    for level, name in enumerate(NAMES):
+      for c in LEVEL_COUNTERS:
+        out[f"{name}_{c}"] = self.count[name][c]
+      out[f"{name}_pf_resident"] = sum(
+          1 for ways in self.sets[level] for line in ways if line.tag >= 0 and line.pf)
+    out.update(self.totals)
+    out.update(self.wide)
+    return out
+
+
+# ----------------------------------------------------------------------------- prefetchers
+
+
+class NoPrefetcher:
+  """Never prefetches."""
+
+  def train(self, block: int, level: int) -> None:
+    pass
+
+  def issue(self, block: int, level: int) -> list[tuple[int, int]]:
+    return []
+
+
+class NextLine:
+  """Blocks b+1..b+degree into `fill_level` on every L1D demand load (or on misses only)."""
+
+  def __init__(self, degree: int = 1, fill_level: int = 0, on_miss_only: bool = False):
+    self.degree = degree
+    self.fill_level = fill_level
+    self.on_miss_only = on_miss_only
+    self.loads = 0
+    self.issued = 0
+
+  def train(self, block: int, level: int) -> None:
+    self.loads += 1
+
+  def issue(self, block: int, level: int) -> list[tuple[int, int]]:
+    if self.on_miss_only and level == 0:
+      return []
+    return [(block + k, self.fill_level) for k in range(1, self.degree + 1)
+            if block + k <= INT32_MAX]
+
+
+# ----------------------------------------------------------------------------- runner
+
+
+def cycle(instr: int, cpi0: Any) -> int:
+  """floor(instr * cpi0), cpi0 as the fraction `hierarchy.make_params` keeps."""
+  frac = fractions.Fraction(cpi0).limit_denominator(1000)
+  return (instr * frac.numerator) // frac.denominator
+
+
+def run_reference(trace: Any, config: Any, *, cpi0: Any = 1, dram_latency: int = 160,
+                  prefetcher: Any = None) -> tuple[Hierarchy, list[int]]:
+  """Replays a trace access by access.
+
+  Args:
+    trace: anything with ``block``, ``pc_hash``, ``is_store``, ``instr`` and
+      (optionally) ``valid`` sequences of one length.
+    config: a `hierarchy.CacheConfig` (only its numbers are read).
+    cpi0, dram_latency: as `hierarchy.make_params`.
+    prefetcher: `NoPrefetcher()` (default) or `NextLine(...)`.
+
+  Returns:
+    ``(hierarchy, codes)``: the final `Hierarchy` and one code per access,
+    ``level + 4 * late + 8 * min(accepted, 15)``, -1 for padding.
+  """
+  prefetcher = NoPrefetcher() if prefetcher is None else prefetcher
+  ref = Hierarchy(config, dram_latency=dram_latency)
+  blocks = [int(b) for b in trace.block]
+  stores = [bool(s) for s in trace.is_store]
+  instrs = [int(i) for i in trace.instr]
+  valid = getattr(trace, "valid", None)
+  valid = [True] * len(blocks) if valid is None else [bool(v) for v in valid]
+  codes = []
+  for block, is_store, instr, ok in zip(blocks, stores, instrs, valid):
+    if not ok:
+      codes.append(-1)
+      continue
+    now = cycle(instr, cpi0)
+    res = ref.demand(block, is_store, now, instr)
+    accepted = 0
+    if not is_store:
+      prefetcher.train(block, res.level)
+      stopped = False
+      for pblock, target in prefetcher.issue(block, res.level):
+        if pblock < 0 or target not in (0, 1, 2):
+          continue
+        ref.totals["pf_candidates"] += 1
+        if not stopped and ref.can_issue(now):
+          ref.prefetch(pblock, target, now)
+          accepted += 1
+        else:
+          stopped = True
+          ref.totals["pf_refused"] += 1
+      ref.totals["pf_issued"] += accepted
+      if isinstance(prefetcher, NextLine):
+        prefetcher.issued += accepted
+    codes.append(res.level + 4 * int(res.late) + 8 * min(accepted, 15))
+  return ref, codes

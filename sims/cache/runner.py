@@ -1,0 +1,366 @@
+"""Replays a memory trace through the hierarchy and a prefetcher: one `lax.scan`.
+
+A trace is any object with the fields (attributes or mapping keys) of
+`TraceArrays`: per access an int32 ``block`` (byte address >> 6), int32
+``pc_hash``, int8 ``is_store``, int32 ``instr`` (instructions executed before
+the access, non-decreasing) and an optional bool ``valid`` mask (padded steps
+change nothing, so a padded trace gives the same final state as the unpadded
+one). `make_trace` builds one from arrays with defaults.
+
+`run` is jitted once per (shape, config, prefetcher) and works under
+`jax.vmap` over traces and over `hierarchy.Params` (`run_batch`): geometry is
+static, CPI, DRAM latency and the prefetcher's params are traced.
+
+Per step the runner emits one int8 code (`decode` reads it):
+``level | late << 2 | min(accepted, 15) << 3`` where level is where the demand
+access found its block (0 L1D, 1 L2, 2 LLC, 3 DRAM), late marks a late
+prefetch hit and accepted counts the prefetches the cache took; -1 on a padded
+step.
+
+>>> import numpy as np
+>>> from jaxsys.sims.cache import hierarchy, protocol, runner
+>>> config = hierarchy.CacheConfig.make(l1d=dict(sets=2, ways=2))
+>>> pf = protocol.next_line()
+>>> params = hierarchy.make_params(prefetcher=pf.make_params())
+>>> trace = runner.make_trace(np.array([0, 1, 2, 3]), instr=np.array([0, 300, 600, 900]))
+>>> state, codes = runner.run(trace, config, params, pf)
+>>> runner.decode(codes)["level"].tolist()     # 0 misses, then next-line hits
+[3, 0, 0, 0]
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import hierarchy
+from . import protocol
+from .hierarchy import CacheConfig, CacheState, Params
+from .protocol import Access, Prefetcher
+
+_INT32_MAX = int(np.iinfo(np.int32).max)
+
+
+class TraceArrays(NamedTuple):
+  """A memory trace, N accesses (a batch adds leading axes)."""
+
+  block: Any  # [N] int32 block number (byte address >> 6), >= 0 where valid
+  pc_hash: Any  # [N] int32 hashed PC
+  is_store: Any  # [N] int8 1 store, 0 load
+  instr: Any  # [N] int32 instructions executed before the access, non-decreasing
+  valid: Any  # [N] bool real access (False: padding)
+
+
+class SimState(NamedTuple):
+  cache: CacheState  # the hierarchy (tables, MSHRs, PQ, counters)
+  prefetcher: Any  # the prefetcher's state pytree
+
+
+# ----------------------------------------------------------------------------- traces
+
+
+def make_trace(block: Any, *, pc_hash: Any = None, is_store: Any = None, instr: Any = None,
+               valid: Any = None) -> TraceArrays:
+  """A `TraceArrays` of numpy arrays with defaults: pc 0, loads, ``instr = 0..N-1``,
+  all valid. Values are checked by `run`."""
+  block = np.asarray(block)
+  if block.ndim != 1:
+    raise ValueError(f"block: expected a rank-1 array [N], given shape {block.shape}")
+  n = block.shape[0]
+  return TraceArrays(
+      block=block,
+      pc_hash=np.zeros((n,), np.int32) if pc_hash is None else np.asarray(pc_hash),
+      is_store=np.zeros((n,), np.int8) if is_store is None else np.asarray(is_store),
+      instr=np.arange(n, dtype=np.int32) if instr is None else np.asarray(instr),
+      valid=np.ones((n,), bool) if valid is None else np.asarray(valid),
+  )
+
+
+def as_trace(trace: Any) -> TraceArrays:
+  """Reads the `TraceArrays` fields from any trace object (attributes or keys);
+  sequences become numpy arrays, JAX arrays stay."""
+  if isinstance(trace, TraceArrays):
+    return TraceArrays(*(x if isinstance(x, jax.Array) else np.asarray(x) for x in trace))
+
+  def get(name, required):
+    if isinstance(trace, Mapping):
+      value = trace.get(name)
+    else:
+      value = getattr(trace, name, None)
+    if value is None and required:
+      raise TypeError(
+          f"trace: expected a field {name!r} (fields {TraceArrays._fields}),"
+          f" given a {type(trace).__name__} without it")
+    return value if value is None or isinstance(value, jax.Array) else np.asarray(value)
+
+  block = get("block", True)
+  fields = {name: get(name, name != "valid") for name in TraceArrays._fields[1:]}
+  if fields["valid"] is None:
+    fields["valid"] = (jnp.ones(jnp.shape(block), jnp.bool_)
+                       if isinstance(block, jax.core.Tracer) else np.ones(np.shape(block), bool))
+  return TraceArrays(block=block, **fields)
+
+
+def _is_concrete(tree: Any) -> bool:
+  return not any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(tree))
+
+
+def check_trace(trace: TraceArrays, params: Params | None = None, *,
+                num_candidates: int = 0) -> None:
+  """Raises for a malformed trace: shapes, dtypes and (for concrete arrays) values.
+
+  Checks: every field rank 1 (or with the same leading batch axes) of one length
+  N >= 1; integer block / pc / instr / is_store, bool valid; where valid,
+  ``block >= 0``, ``instr >= 0`` and non-decreasing; the cycles
+  ``instr * cpi0`` and the LRU clock stay inside int32.
+  """
+  shapes = {name: np.shape(getattr(trace, name)) for name in TraceArrays._fields}
+  shape = shapes["block"]
+  if len(shape) < 1:
+    raise ValueError(f"trace.block: expected an array [N], given shape {shape}")
+  for name, s in shapes.items():
+    if s != shape:
+      raise ValueError(f"trace.{name}: expected shape {shape} (as trace.block), given {s}")
+  n = shape[-1]
+  if n == 0:
+    raise ValueError("trace: expected at least one access, given an empty trace (N = 0)")
+  for name in ("block", "pc_hash", "is_store", "instr"):
+    dtype = np.dtype(getattr(trace, name).dtype)
+    if dtype.kind not in "iub":
+      raise TypeError(f"trace.{name}: expected an integer dtype, given {dtype}")
+  if np.dtype(trace.valid.dtype) != np.bool_:
+    raise TypeError(f"trace.valid: expected bool, given {np.dtype(trace.valid.dtype)}")
+  ticks = n * hierarchy.TICKS_PER_REQUEST * (1 + num_candidates)
+  if ticks >= _INT32_MAX:
+    raise ValueError(
+        f"trace: {n} accesses with {num_candidates} prefetch candidates each overflow the"
+        f" int32 LRU clock ({ticks} ticks); split the trace")
+  if not _is_concrete(trace):
+    return
+  valid = np.asarray(trace.valid)
+  for name in ("block", "instr"):
+    values = np.asarray(getattr(trace, name)).astype(np.int64)
+    bad = np.argwhere(valid & ((values < 0) | (values > _INT32_MAX)))
+    if bad.size:
+      index = tuple(int(i) for i in bad[0])
+      raise ValueError(
+          f"trace.{name}: expected 0..{_INT32_MAX} where valid, given {values[index]} at"
+          f" index {index if len(index) > 1 else index[0]}")
+  instr = np.asarray(trace.instr).astype(np.int64).reshape(-1, n)
+  for row, (ins, ok) in enumerate(zip(instr, valid.reshape(-1, n))):
+    seen = ins[ok]
+    drops = np.flatnonzero(np.diff(seen) < 0)
+    if drops.size:
+      at = np.flatnonzero(ok)[drops[0] + 1]
+      where = f"index {at}" if len(shape) == 1 else f"trace {row}, index {at}"
+      raise ValueError(
+          f"trace.instr: expected non-decreasing instruction counts over valid accesses,"
+          f" given {seen[drops[0]]} then {seen[drops[0] + 1]} at {where}")
+  if params is not None and _is_concrete((params.cpi0_num, params.cpi0_den)):
+    top = int(np.max(np.where(valid, np.asarray(trace.instr, np.int64), 0)))
+    cpi = np.asarray(params.cpi0_num, np.float64) / np.asarray(params.cpi0_den, np.float64)
+    if top * float(np.max(cpi)) >= hierarchy.MAX_CYCLE:
+      raise ValueError(
+          f"trace.instr: the last instruction count {top} times cpi0 {float(np.max(cpi))}"
+          f" exceeds {hierarchy.MAX_CYCLE} cycles (int32 time); rebase or split the trace")
+
+
+def check_prefetcher(prefetcher: Any) -> None:
+  if not isinstance(prefetcher, Prefetcher):
+    raise TypeError(
+        f"prefetcher: expected a protocol.Prefetcher (protocol.NONE, protocol.next_line()),"
+        f" given {type(prefetcher).__name__}")
+
+
+def check_params(params: Any) -> None:
+  if not isinstance(params, Params):
+    raise TypeError(
+        f"params: expected hierarchy.Params (make_params), given {type(params).__name__}")
+  if not _is_concrete(params[:3]):
+    return
+  for name in ("cpi0_num", "cpi0_den", "dram_latency"):
+    value = np.asarray(getattr(params, name))
+    if np.any(value < 1):
+      raise ValueError(f"params.{name}: expected >= 1, given {value.tolist()}")
+
+
+# ----------------------------------------------------------------------------- step
+
+
+def _candidates(prefetcher: Prefetcher, cand: Any) -> protocol.Candidates:
+  K = prefetcher.num_candidates
+  if not isinstance(cand, protocol.Candidates):
+    raise TypeError(
+        f"prefetcher {prefetcher.name!r}: issue must return (pstate, protocol.Candidates),"
+        f" given {type(cand).__name__}")
+  for name in protocol.Candidates._fields:
+    shape = jnp.shape(getattr(cand, name))
+    if shape != (K,):
+      raise ValueError(
+          f"prefetcher {prefetcher.name!r}: candidates.{name}: expected shape ({K},)"
+          f" (num_candidates), given {shape}")
+  return protocol.Candidates(jnp.asarray(cand.block_K, jnp.int32),
+                             jnp.asarray(cand.fill_level_K, jnp.int32),
+                             jnp.asarray(cand.valid_K, jnp.bool_))
+
+
+def step(state: SimState, access: TraceArrays, params: Params, *, config: CacheConfig,
+         prefetcher: Prefetcher, now: jax.Array | None = None) -> tuple[SimState, jax.Array]:
+  """One trace access: the demand access, the prefetcher's train and issue, the
+  accepted prefetches (see `protocol`).
+
+  Args:
+    state: `SimState`.
+    access: one access, scalar fields of `TraceArrays`.
+    params: `hierarchy.Params`.
+    config, prefetcher: static.
+    now: the access's cycle if already known (default `hierarchy.cycle_of`).
+
+  Returns:
+    ``(state, code)``: the int8 step code (module docstring).
+  """
+  block = jnp.asarray(access.block, jnp.int32)
+  is_store = jnp.asarray(access.is_store) != 0
+  instr = jnp.asarray(access.instr, jnp.int32)
+  valid = jnp.asarray(access.valid, jnp.bool_)
+  now = hierarchy.cycle_of(instr, params) if now is None else jnp.asarray(now, jnp.int32)
+  cache, out = hierarchy.access(state.cache, block, is_store, now, params, config, instr=instr,
+                                active=valid)
+  load = valid & ~is_store
+  seen = Access(block=block, pc_hash=jnp.asarray(access.pc_hash, jnp.int32), is_store=is_store,
+                instr=instr, valid=valid, load=load, level=out.level, pf_hit=out.pf_hit,
+                late=out.late)
+  pparams = params.prefetcher
+  K = prefetcher.num_candidates
+  pstate = prefetcher.train(state.prefetcher, seen, out.level == 0, now, pparams)
+  budget = (jnp.where(load, hierarchy.issue_budget(cache, now, config), 0).astype(jnp.int32)
+            if K else jnp.int32(0))
+  pstate, cand = prefetcher.issue(pstate, cache, seen, now, budget, pparams)
+  if not prefetcher.self_masking:
+    pstate = jax.tree.map(lambda new, old: jnp.where(load, new, old), pstate, state.prefetcher)
+
+  accepted = jnp.int32(0)
+  if K:
+    cand = _candidates(prefetcher, cand)
+    ok_K = (cand.valid_K & load & (cand.block_K >= 0) & (cand.fill_level_K >= 0)
+            & (cand.fill_level_K <= hierarchy.LLC))
+    take_K = protocol.accepted_mask(ok_K, budget)
+    cache = hierarchy.prefetch_many(cache, cand.block_K, cand.fill_level_K, take_K, now, params,
+                                    config)
+    n_ok = jnp.sum(ok_K.astype(jnp.int32))
+    accepted = jnp.sum(take_K.astype(jnp.int32))
+    cache = hierarchy.bump(cache, pf_candidates=n_ok, pf_issued=accepted,
+                           pf_refused=n_ok - accepted)
+
+  code = out.level + (out.late.astype(jnp.int32) << 2) + (jnp.minimum(accepted, 15) << 3)
+  code = jnp.where(valid, code, -1).astype(jnp.int8)
+  return SimState(cache, pstate), code
+
+
+# ----------------------------------------------------------------------------- runners
+
+
+def init(config: CacheConfig, params: Params, prefetcher: Prefetcher) -> SimState:
+  """Empty hierarchy and the prefetcher's initial state."""
+  return SimState(hierarchy.init(config), prefetcher.init(params.prefetcher))
+
+
+def _run(trace: TraceArrays, params: Params, config: CacheConfig, prefetcher: Prefetcher,
+         codes: bool):
+  # One [N, 6] int32 array (one slice per step) and the cycles computed up front.
+  instr = jnp.asarray(trace.instr, jnp.int32)
+  xs = jnp.stack([jnp.asarray(trace.block, jnp.int32), jnp.asarray(trace.pc_hash, jnp.int32),
+                  jnp.asarray(trace.is_store, jnp.int32), instr,
+                  jnp.asarray(trace.valid, jnp.bool_).astype(jnp.int32),
+                  hierarchy.cycle_of(instr, params)], axis=1)
+
+  def body(state, x):
+    access = TraceArrays(block=x[0], pc_hash=x[1], is_store=x[2], instr=x[3], valid=x[4] != 0)
+    state, code = step(state, access, params, config=config, prefetcher=prefetcher, now=x[5])
+    return state, (code if codes else None)
+
+  return jax.lax.scan(body, init(config, params, prefetcher), xs)
+
+
+_run_jit = jax.jit(_run, static_argnames=("config", "prefetcher", "codes"))
+
+
+def run(trace: Any, config: CacheConfig, params: Params,
+        prefetcher: Prefetcher = protocol.NONE, *,
+        codes: bool = True) -> tuple[SimState, jax.Array | None]:
+  """Replays `trace` (one lax.scan, jitted; one compile per shape/config/prefetcher).
+
+  Args:
+    trace: `TraceArrays` or any object with its fields (see the module docstring).
+    config: static `CacheConfig`.
+    params: `hierarchy.Params` with ``prefetcher=prefetcher.make_params(...)``.
+    prefetcher: a `protocol.Prefetcher` (default none).
+    codes: also return the [N] int8 step codes (False: None, a little faster).
+
+  Returns:
+    ``(final SimState, codes_N)``. `hierarchy.counters` / `hierarchy.summarize`
+    of ``final.cache`` give the statistics.
+
+  Works under `jax.vmap` (values are then checked only for shape).
+  """
+  if not isinstance(config, CacheConfig):
+    raise TypeError(f"config: expected a CacheConfig, given {type(config).__name__}")
+  check_prefetcher(prefetcher)
+  check_params(params)
+  trace = as_trace(trace)
+  check_trace(trace, params, num_candidates=prefetcher.num_candidates)
+  return _run_jit(trace, params, config=config, prefetcher=prefetcher, codes=codes)
+
+
+def run_batch(trace: Any, config: CacheConfig, params: Params,
+              prefetcher: Prefetcher = protocol.NONE, *, trace_axis: int | None = 0,
+              params_axis: int | None = None,
+              codes: bool = True) -> tuple[SimState, jax.Array | None]:
+  """`run` vmapped over a leading axis of the traces and/or the params.
+
+  Args:
+    trace_axis: 0 if every trace field has a leading batch axis B, None to share
+      one trace.
+    params_axis: 0 if every params leaf has the leading axis B
+      (`hierarchy.stack_params`), None to share one.
+
+  Returns:
+    `run`'s outputs with a leading B axis.
+  """
+  if not isinstance(config, CacheConfig):
+    raise TypeError(f"config: expected a CacheConfig, given {type(config).__name__}")
+  if trace_axis is None and params_axis is None:
+    raise ValueError(
+        "trace_axis, params_axis: expected at least one batch axis (0), given None twice")
+  check_prefetcher(prefetcher)
+  check_params(params)
+  trace = as_trace(trace)
+  check_trace(trace, None, num_candidates=prefetcher.num_candidates)
+  if trace_axis is not None and len(np.shape(trace.block)) != 2:
+    raise ValueError(
+        f"trace.block: expected [B, N] with trace_axis=0, given shape {np.shape(trace.block)}")
+  return _run_batch_jit(trace, params, config=config, prefetcher=prefetcher, codes=codes,
+                        trace_axis=trace_axis, params_axis=params_axis)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "prefetcher", "codes", "trace_axis",
+                                             "params_axis"))
+def _run_batch_jit(trace, params, config, prefetcher, codes, trace_axis, params_axis):
+  fn = functools.partial(_run, config=config, prefetcher=prefetcher, codes=codes)
+  return jax.vmap(fn, in_axes=(trace_axis, params_axis))(trace, params)
+
+
+# ----------------------------------------------------------------------------- codes
+
+
+def decode(codes: Any) -> dict[str, np.ndarray]:
+  """Splits step codes into ``valid``, ``level`` (0..3), ``late`` and ``accepted``."""
+  c = np.asarray(codes).astype(np.int32)
+  valid = c >= 0
+  c = np.where(valid, c, 0)
+  return {"valid": valid, "level": c & 3, "late": (c >> 2) & 1 == 1, "accepted": c >> 3}
