@@ -25,7 +25,7 @@ the long way:
 from __future__ import annotations
 
 import fractions
-from typing import Any
+from typing import Any, NamedTuple
 
 NAMES = ("l1d", "l2", "llc")
 LEVEL_COUNTERS = ("access", "hit", "miss", "load_access", "load_miss", "late", "merged",
@@ -280,13 +280,31 @@ class Hierarchy:
 # ----------------------------------------------------------------------------- prefetchers
 
 
-class NoPrefetcher:
-  """Never prefetches."""
+class RefAccess(NamedTuple):
+  """One L1D demand load as a reference prefetcher sees it (plain Python values)."""
 
-  def train(self, block: int, level: int) -> None:
+  block: int
+  pc_hash: int
+  instr: int
+  now: int  # cycle of the access
+  level: int  # where the demand found the block: 0 L1D .. 3 DRAM
+  pf_hit: bool  # first demand use of a prefetched line
+  late: bool  # that line's data was still in flight
+
+
+class NoPrefetcher:
+  """Never prefetches.
+
+  The reference protocol: ``train(access)`` on every L1D demand load, then
+  ``issue(access, budget) -> [(block, fill_level), ...]``; the runner accepts
+  the first `budget` valid candidates (what `jaxsys.sims.cache.protocol`
+  guarantees), so a prefetcher knows what was issued when it answers.
+  """
+
+  def train(self, access: RefAccess) -> None:
     pass
 
-  def issue(self, block: int, level: int) -> list[tuple[int, int]]:
+  def issue(self, access: RefAccess, budget: int) -> list[tuple[int, int]]:
     return []
 
 
@@ -300,14 +318,16 @@ class NextLine:
     self.loads = 0
     self.issued = 0
 
-  def train(self, block: int, level: int) -> None:
+  def train(self, access: RefAccess) -> None:
     self.loads += 1
 
-  def issue(self, block: int, level: int) -> list[tuple[int, int]]:
-    if self.on_miss_only and level == 0:
+  def issue(self, access: RefAccess, budget: int) -> list[tuple[int, int]]:
+    if self.on_miss_only and access.level == 0:
       return []
-    return [(block + k, self.fill_level) for k in range(1, self.degree + 1)
-            if block + k <= INT32_MAX]
+    out = [(access.block + k, self.fill_level) for k in range(1, self.degree + 1)
+           if access.block + k <= INT32_MAX]
+    self.issued += min(budget, len(out))
+    return out
 
 
 # ----------------------------------------------------------------------------- runner
@@ -328,7 +348,8 @@ def run_reference(trace: Any, config: Any, *, cpi0: Any = 1, dram_latency: int =
       (optionally) ``valid`` sequences of one length.
     config: a `hierarchy.CacheConfig` (only its numbers are read).
     cpi0, dram_latency: as `hierarchy.make_params`.
-    prefetcher: `NoPrefetcher()` (default) or `NextLine(...)`.
+    prefetcher: `NoPrefetcher()` (default), `NextLine(...)`, or any object with the
+      reference protocol of `NoPrefetcher`.
 
   Returns:
     ``(hierarchy, codes)``: the final `Hierarchy` and one code per access,
@@ -342,7 +363,8 @@ def run_reference(trace: Any, config: Any, *, cpi0: Any = 1, dram_latency: int =
   valid = getattr(trace, "valid", None)
   valid = [True] * len(blocks) if valid is None else [bool(v) for v in valid]
   codes = []
-  for block, is_store, instr, ok in zip(blocks, stores, instrs, valid):
+  pcs = [int(p) for p in trace.pc_hash]
+  for block, pc, is_store, instr, ok in zip(blocks, pcs, stores, instrs, valid):
     if not ok:
       codes.append(-1)
       continue
@@ -350,9 +372,12 @@ def run_reference(trace: Any, config: Any, *, cpi0: Any = 1, dram_latency: int =
     res = ref.demand(block, is_store, now, instr)
     accepted = 0
     if not is_store:
-      prefetcher.train(block, res.level)
+      acc = RefAccess(block, pc, instr, now, res.level, bool(res.pf_hit), bool(res.late))
+      prefetcher.train(acc)
+      pq, mshr = ref.busy(now)
+      budget = max(0, min(ref.config.l1d.mshr - 1 - pq - mshr, ref.config.pq_size - pq))
       stopped = False
-      for pblock, target in prefetcher.issue(block, res.level):
+      for pblock, target in prefetcher.issue(acc, budget):
         if pblock < 0 or target not in (0, 1, 2):
           continue
         ref.totals["pf_candidates"] += 1
@@ -363,7 +388,5 @@ def run_reference(trace: Any, config: Any, *, cpi0: Any = 1, dram_latency: int =
           stopped = True
           ref.totals["pf_refused"] += 1
       ref.totals["pf_issued"] += accepted
-      if isinstance(prefetcher, NextLine):
-        prefetcher.issued += accepted
     codes.append(res.level + 4 * int(res.late) + 8 * min(accepted, 15))
   return ref, codes
