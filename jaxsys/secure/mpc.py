@@ -188,6 +188,17 @@ def _check_int(name: str, value: Any, lo: int, hi: int, hi_what: str = "") -> in
   return int(value)
 
 
+def _to_shape(p: jax.Array, sh: "Shared", name: str) -> jax.Array:
+  """Public ring elements `p` broadcast to ``sh.shape`` (only towards it), or a clear error."""
+  try:
+    shape = jnp.broadcast_shapes(sh.shape, p.shape)
+  except ValueError:
+    shape = None
+  if shape != sh.shape:
+    raise ValueError(f"{name}: expected a shape that broadcasts to {sh.shape}, given {p.shape}")
+  return jnp.broadcast_to(p, sh.shape)
+
+
 def _zeros(shape: tuple[int, ...], ring: Ring) -> jax.Array:
   return jnp.zeros(shape, ring.dtype)
 
@@ -539,13 +550,8 @@ def add_public(sh: Shared, p_ring: Any) -> Shared:
   """
   sh = _check_shared(sh, "sh")
   p = ring_lib.check_ring_array(p_ring, sh.ring, "p_ring")
-  try:
-    shape = jnp.broadcast_shapes(sh.shape, p.shape)
-  except ValueError:
-    shape = None
-  if shape != sh.shape:
-    raise ValueError(f"p_ring: expected a shape that broadcasts to {sh.shape}, given {p.shape}")
-  return Shared(sh.c + jnp.broadcast_to(p, sh.shape), sh.s, sh.ring, sh.frac)
+  p = _to_shape(p, sh, "p_ring")
+  return Shared(sh.c + p, sh.s, sh.ring, sh.frac)
 
 
 @with_x64
@@ -566,13 +572,7 @@ def mul_public_int(sh: Shared, k: Any) -> Shared:
     kr = jnp.asarray(sh.ring.const(int(k)))
   else:
     kr = ring_lib.from_signed(jnp.asarray(k), sh.ring)
-  try:
-    shape = jnp.broadcast_shapes(sh.shape, kr.shape)
-  except ValueError:
-    shape = None
-  if shape != sh.shape:
-    raise ValueError(f"k: expected a shape that broadcasts to {sh.shape}, given {kr.shape}")
-  kr = jnp.broadcast_to(kr, sh.shape)
+  kr = _to_shape(kr, sh, "k")
   return Shared(sh.c * kr, sh.s * kr, sh.ring, sh.frac)
 
 
@@ -1003,13 +1003,7 @@ def mul_public_fixed(sh: Shared, value: Any, dealer: Dealer | None = None,
   frac = ring_lib._frac(sh.ring, frac)
   _product_frac(sh.frac, frac, sh.ring)
   v = ring_lib.encode(value, sh.ring, frac=frac)
-  try:
-    shape = jnp.broadcast_shapes(sh.shape, v.shape)
-  except ValueError:
-    shape = None
-  if shape != sh.shape:
-    raise ValueError(f"value: expected a shape that broadcasts to {sh.shape}, given {v.shape}")
-  v = jnp.broadcast_to(v, sh.shape)
+  v = _to_shape(v, sh, "value")
   prod = Shared(sh.c * v, sh.s * v, sh.ring, sh.frac + frac)
   with _scope(ledger, "mul_public_fixed"):
     return truncate(prod, frac, dealer, ledger, method=trunc)
@@ -1108,13 +1102,8 @@ def less_than_public(sh: Shared, t: Any, dealer: Dealer, ledger: Ledger | None =
     tr = jnp.asarray(t)
   else:
     tr = ring_lib.encode(t, sh.ring, frac=sh.frac)
-  try:
-    shape = jnp.broadcast_shapes(sh.shape, tr.shape)
-  except ValueError:
-    shape = None
-  if shape != sh.shape:
-    raise ValueError(f"t: expected a shape that broadcasts to {sh.shape}, given {tr.shape}")
-  bc, bs = _lt_core(dealer.next_seed(), sh.c, sh.s, jnp.broadcast_to(tr, sh.shape), sh.ring)
+  tr = _to_shape(tr, sh, "t")
+  bc, bs = _lt_core(dealer.next_seed(), sh.c, sh.s, tr, sh.ring)
   _rec(ledger, "less_than", bits=sh.ring.bits, comparisons=sh.size)
   return Shared(bc, bs, sh.ring, 0)
 
