@@ -81,6 +81,15 @@ class Hierarchy:
     self.totals["first_instr"] = -1
     self.totals["last_instr"] = -1
     self.wide = {w: 0 for w in WIDE}
+    # IPC proxy (filled by `run_reference` when given a ROB size): window id ->
+    # the excess latencies (latency - L1D latency) of its counted accesses.
+    self.proxy_windows: dict[int, list[int]] | None = None
+
+  def proxy_stall(self) -> int:
+    """The IPC proxy's stall: the sum over windows of their largest excess latency."""
+    if self.proxy_windows is None:
+      raise ValueError("proxy_stall: this run had no IPC proxy (run_reference(..., rob=None))")
+    return sum(max(excesses) for excesses in self.proxy_windows.values())
 
   # --------------------------------------------------------------- lines
 
@@ -340,7 +349,8 @@ def cycle(instr: int, cpi0: Any) -> int:
 
 
 def run_reference(trace: Any, config: Any, *, cpi0: Any = 1, dram_latency: int = 160,
-                  prefetcher: Any = None) -> tuple[Hierarchy, list[int]]:
+                  prefetcher: Any = None, rob: int | None = None,
+                  proxy_stores: bool = False) -> tuple[Hierarchy, list[int]]:
   """Replays a trace access by access.
 
   Args:
@@ -350,6 +360,10 @@ def run_reference(trace: Any, config: Any, *, cpi0: Any = 1, dram_latency: int =
     cpi0, dram_latency: as `hierarchy.make_params`.
     prefetcher: `NoPrefetcher()` (default), `NextLine(...)`, or any object with the
       reference protocol of `NoPrefetcher`.
+    rob: if given, also the IPC proxy's windows of `rob` instructions
+      (``hierarchy.proxy_windows``, ``hierarchy.proxy_stall()``): every load's
+      (and with `proxy_stores` every store's) latency minus the L1D latency,
+      grouped by ``instr // rob``; the stall is the sum of each window's maximum.
 
   Returns:
     ``(hierarchy, codes)``: the final `Hierarchy` and one code per access,
@@ -364,12 +378,16 @@ def run_reference(trace: Any, config: Any, *, cpi0: Any = 1, dram_latency: int =
   valid = [True] * len(blocks) if valid is None else [bool(v) for v in valid]
   codes = []
   pcs = [int(p) for p in trace.pc_hash]
+  if rob is not None:
+    ref.proxy_windows = {}
   for block, pc, is_store, instr, ok in zip(blocks, pcs, stores, instrs, valid):
     if not ok:
       codes.append(-1)
       continue
     now = cycle(instr, cpi0)
     res = ref.demand(block, is_store, now, instr)
+    if rob is not None and (proxy_stores or not is_store):
+      ref.proxy_windows.setdefault(instr // rob, []).append(res.latency - ref.latency[0])
     accepted = 0
     if not is_store:
       acc = RefAccess(block, pc, instr, now, res.level, bool(res.pf_hit), bool(res.late))

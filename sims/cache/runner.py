@@ -17,6 +17,19 @@ access found its block (0 L1D, 1 L2, 2 LLC, 3 DRAM), late marks a late
 prefetch hit and accepted counts the prefetches the cache took; -1 on a padded
 step.
 
+**IPC proxy** (``papers/prefetch.md`` 3, "Metrics"; there is no out-of-order
+core here, so this is an interval-model *proxy* of cycles, not a simulated IPC).
+With ``proxy=make_proxy_params(rob=352, stores=False)`` the scan also carries a
+`Proxy` accumulator, returned as ``final.proxy``: the trace's instructions are
+cut into ROB-sized windows (``window = instr // rob``, absolute instruction
+indices); each counted demand access (loads; stores too with ``stores=True``)
+has the excess latency ``latency - L1D latency`` with ``latency = done - now``
+as `hierarchy.access` reports it, so an L1D hit adds 0, a miss its path beyond
+the L1D, and a late prefetch hit (or merged miss) its remaining wait
+``ready - now`` beyond the L1D latency; a window stalls for the largest excess
+in it (misses in one window overlap). The proxy's cycles are
+``instructions * cpi0 + sum over windows of that maximum`` (`metrics`).
+
 >>> import numpy as np
 >>> from jaxsys.sims.cache import hierarchy, protocol, runner
 >>> config = hierarchy.CacheConfig.make(l1d=dict(sets=2, ways=2))
@@ -56,9 +69,87 @@ class TraceArrays(NamedTuple):
   valid: Any  # [N] bool real access (False: padding)
 
 
+class ProxyParams(NamedTuple):
+  """Params of the IPC proxy's interval model (any leaf may carry a sweep axis)."""
+
+  rob: Any  # [] int32 instructions per window (the ROB size, Gaze's core: 352), >= 1
+  stores: Any  # [] bool count stores' latency too (default False: they retire via the store buffer)
+
+
+DEFAULT_ROB = 352
+_WIDE_BITS = 24  # the proxy's stall sum is hi * 2**24 + lo, 0 <= lo < 2**24
+
+
+class Proxy(NamedTuple):
+  """The IPC proxy's running interval-model sums (see the module docstring).
+
+  The total stall is ``(stall_hi << 24) + stall_lo + window_max`` (the last,
+  still open window included): `stall`.
+  """
+
+  window: jax.Array  # [] int32 id (instr // rob) of the current window; -1 before any counted access
+  window_max: jax.Array  # [] int32 largest excess latency (latency - L1D latency) in that window
+  stall_lo: jax.Array  # [] int32 low 24 bits of the sum of the closed windows' maxima
+  stall_hi: jax.Array  # [] int32 the sum's higher bits (>> 24)
+
+
 class SimState(NamedTuple):
   cache: CacheState  # the hierarchy (tables, MSHRs, PQ, counters)
   prefetcher: Any  # the prefetcher's state pytree
+  proxy: Any = None  # `Proxy` when run with an IPC proxy (``run(..., proxy=...)``), else None
+
+
+def make_proxy_params(rob: int = DEFAULT_ROB, stores: bool = False) -> ProxyParams:
+  """Checked `ProxyParams` for the IPC proxy (numpy scalars).
+
+  Args:
+    rob: instructions per interval window (the ROB size; default 352, the Gaze
+      artifact's core), an int >= 1.
+    stores: also let stores stall the proxy (default False: loads only).
+
+  >>> make_proxy_params(rob=128)
+  ProxyParams(rob=np.int32(128), stores=np.False_)
+  """
+  if isinstance(rob, bool) or not isinstance(rob, (int, np.integer)):
+    raise TypeError(f"rob: expected an int (instructions per IPC-proxy window), given {rob!r}")
+  if not 1 <= rob <= _INT32_MAX:
+    raise ValueError(f"rob: expected an int >= 1 (instructions per IPC-proxy window),"
+                     f" given {rob}")
+  if not isinstance(stores, (bool, np.bool_)):
+    raise TypeError(f"stores: expected a bool, given {stores!r}")
+  return ProxyParams(np.int32(rob), np.bool_(stores))
+
+
+def proxy_stall(proxy: Proxy) -> np.ndarray:
+  """The IPC proxy's total stall cycles (numpy int64; a batch keeps its axes):
+  the sum over windows of the largest excess latency, the open window included."""
+  lo = np.asarray(proxy.stall_lo).astype(np.int64)
+  hi = np.asarray(proxy.stall_hi).astype(np.int64)
+  return (hi << _WIDE_BITS) + lo + np.asarray(proxy.window_max).astype(np.int64)
+
+
+def init_proxy() -> Proxy:
+  """An empty IPC-proxy accumulator."""
+  return Proxy(jnp.int32(-1), jnp.int32(0), jnp.int32(0), jnp.int32(0))
+
+
+def proxy_update(proxy: Proxy, window: jax.Array, excess: jax.Array,
+                 counted: jax.Array) -> Proxy:
+  """Adds one demand access (its window id and excess latency) to the IPC proxy.
+
+  A new window closes the current one (its maximum joins the stall sum);
+  uncounted accesses (padding, stores unless counted) change nothing.
+  """
+  counted = jnp.asarray(counted, jnp.bool_)
+  window = jnp.asarray(window, jnp.int32)
+  excess = jnp.asarray(excess, jnp.int32)
+  new = counted & (window != proxy.window)
+  lo = proxy.stall_lo + jnp.where(new, proxy.window_max, 0)
+  hi = proxy.stall_hi + (lo >> _WIDE_BITS)
+  lo = lo & ((1 << _WIDE_BITS) - 1)
+  window_max = jnp.where(counted, jnp.where(new, excess, jnp.maximum(proxy.window_max, excess)),
+                         proxy.window_max)
+  return Proxy(jnp.where(counted, window, proxy.window), window_max, lo, hi)
 
 
 # ----------------------------------------------------------------------------- traces
@@ -170,6 +261,25 @@ def check_trace(trace: TraceArrays, params: Params | None = None, *,
           f" exceeds {hierarchy.MAX_CYCLE} cycles (int32 time); rebase or split the trace")
 
 
+def as_proxy_params(proxy: Any) -> ProxyParams | None:
+  """None, an int ROB size or `ProxyParams` (rob checked where concrete)."""
+  if proxy is None:
+    return None
+  if isinstance(proxy, ProxyParams):
+    if _is_concrete(proxy.rob):
+      rob = np.asarray(proxy.rob)
+      if rob.dtype.kind not in "iu":
+        raise TypeError(f"proxy.rob: expected an integer ROB size, given dtype {rob.dtype}")
+      if np.any(rob < 1):
+        raise ValueError(
+            f"proxy.rob: expected >= 1 instructions per IPC-proxy window, given {rob.tolist()}")
+    return proxy
+  if isinstance(proxy, (int, np.integer)) and not isinstance(proxy, bool):
+    return make_proxy_params(rob=int(proxy))
+  raise TypeError(f"proxy: expected None, an int ROB size or runner.ProxyParams"
+                  f" (make_proxy_params), given {type(proxy).__name__}")
+
+
 def check_prefetcher(prefetcher: Any) -> None:
   if not isinstance(prefetcher, Prefetcher):
     raise TypeError(
@@ -211,6 +321,14 @@ def _candidates(prefetcher: Prefetcher, cand: Any) -> protocol.Candidates:
 
 def step(state: SimState, access: TraceArrays, params: Params, *, config: CacheConfig,
          prefetcher: Prefetcher, now: jax.Array | None = None) -> tuple[SimState, jax.Array]:
+  """One trace access (`_step` without the demand outcome); see `_step`."""
+  state, code, _ = _step(state, access, params, config=config, prefetcher=prefetcher, now=now)
+  return state, code
+
+
+def _step(state: SimState, access: TraceArrays, params: Params, *, config: CacheConfig,
+          prefetcher: Prefetcher,
+          now: jax.Array | None = None) -> tuple[SimState, jax.Array, hierarchy.Outcome]:
   """One trace access: the demand access, the prefetcher's train and issue, the
   accepted prefetches (see `protocol`).
 
@@ -222,7 +340,8 @@ def step(state: SimState, access: TraceArrays, params: Params, *, config: CacheC
     now: the access's cycle if already known (default `hierarchy.cycle_of`).
 
   Returns:
-    ``(state, code)``: the int8 step code (module docstring).
+    ``(state, code, outcome)``: the int8 step code (module docstring) and the
+    demand access's `hierarchy.Outcome`. ``state.proxy`` is passed through.
   """
   block = jnp.asarray(access.block, jnp.int32)
   is_store = jnp.asarray(access.is_store) != 0
@@ -259,7 +378,7 @@ def step(state: SimState, access: TraceArrays, params: Params, *, config: CacheC
 
   code = out.level + (out.late.astype(jnp.int32) << 2) + (jnp.minimum(accepted, 15) << 3)
   code = jnp.where(valid, code, -1).astype(jnp.int8)
-  return SimState(cache, pstate), code
+  return state._replace(cache=cache, prefetcher=pstate), code, out
 
 
 # ----------------------------------------------------------------------------- runners
@@ -270,29 +389,48 @@ def init(config: CacheConfig, params: Params, prefetcher: Prefetcher) -> SimStat
   return SimState(hierarchy.init(config), prefetcher.init(params.prefetcher))
 
 
-def _run(trace: TraceArrays, params: Params, config: CacheConfig, prefetcher: Prefetcher,
-         codes: bool):
-  # One [N, 6] int32 array (one slice per step) and the cycles computed up front.
+def replay(trace: TraceArrays, params: Params, proxy: ProxyParams | None = None, *,
+           config: CacheConfig, prefetcher: Prefetcher,
+           codes: bool = True) -> tuple[SimState, jax.Array | None]:
+  """The pure, unjitted body of `run` (no checks): one `lax.scan` over `trace`.
+
+  For composing inside your own `jax.jit` / `jax.vmap` / sharded programs (the
+  sweep does); `run` checks its inputs and jits this.
+  """
+  # One [N, 6 or 7] int32 array (one slice per step), cycles (and IPC-proxy
+  # windows) computed up front.
   instr = jnp.asarray(trace.instr, jnp.int32)
-  xs = jnp.stack([jnp.asarray(trace.block, jnp.int32), jnp.asarray(trace.pc_hash, jnp.int32),
-                  jnp.asarray(trace.is_store, jnp.int32), instr,
-                  jnp.asarray(trace.valid, jnp.bool_).astype(jnp.int32),
-                  hierarchy.cycle_of(instr, params)], axis=1)
+  columns = [jnp.asarray(trace.block, jnp.int32), jnp.asarray(trace.pc_hash, jnp.int32),
+             jnp.asarray(trace.is_store, jnp.int32), instr,
+             jnp.asarray(trace.valid, jnp.bool_).astype(jnp.int32),
+             hierarchy.cycle_of(instr, params)]
+  if proxy is not None:
+    columns.append(instr // jnp.asarray(proxy.rob, jnp.int32))
+  xs = jnp.stack(columns, axis=1)
+  l1d_latency = config.l1d.latency
 
   def body(state, x):
     access = TraceArrays(block=x[0], pc_hash=x[1], is_store=x[2], instr=x[3], valid=x[4] != 0)
-    state, code = step(state, access, params, config=config, prefetcher=prefetcher, now=x[5])
+    state, code, out = _step(state, access, params, config=config, prefetcher=prefetcher,
+                             now=x[5])
+    if proxy is not None:
+      counted = access.valid & ((access.is_store == 0) | jnp.asarray(proxy.stores, jnp.bool_))
+      state = state._replace(
+          proxy=proxy_update(state.proxy, x[6], out.latency - l1d_latency, counted))
     return state, (code if codes else None)
 
-  return jax.lax.scan(body, init(config, params, prefetcher), xs)
+  state = init(config, params, prefetcher)
+  if proxy is not None:
+    state = state._replace(proxy=init_proxy())
+  return jax.lax.scan(body, state, xs)
 
 
-_run_jit = jax.jit(_run, static_argnames=("config", "prefetcher", "codes"))
+_run_jit = jax.jit(replay, static_argnames=("config", "prefetcher", "codes"))
 
 
 def run(trace: Any, config: CacheConfig, params: Params,
-        prefetcher: Prefetcher = protocol.NONE, *,
-        codes: bool = True) -> tuple[SimState, jax.Array | None]:
+        prefetcher: Prefetcher = protocol.NONE, *, codes: bool = True,
+        proxy: ProxyParams | int | None = None) -> tuple[SimState, jax.Array | None]:
   """Replays `trace` (one lax.scan, jitted; one compile per shape/config/prefetcher).
 
   Args:
@@ -301,10 +439,14 @@ def run(trace: Any, config: CacheConfig, params: Params,
     params: `hierarchy.Params` with ``prefetcher=prefetcher.make_params(...)``.
     prefetcher: a `protocol.Prefetcher` (default none).
     codes: also return the [N] int8 step codes (False: None, a little faster).
+    proxy: `ProxyParams` (`make_proxy_params`) or an int ROB size: also
+      accumulate the IPC proxy's interval-model stall (``final.proxy``, a
+      `Proxy`); None (default): ``final.proxy`` is None.
 
   Returns:
     ``(final SimState, codes_N)``. `hierarchy.counters` / `hierarchy.summarize`
-    of ``final.cache`` give the statistics.
+    of ``final.cache`` give the statistics, `metrics` the paper's metrics and
+    the IPC proxy.
 
   Works under `jax.vmap` (values are then checked only for shape).
   """
@@ -314,13 +456,15 @@ def run(trace: Any, config: CacheConfig, params: Params,
   check_params(params)
   trace = as_trace(trace)
   check_trace(trace, params, num_candidates=prefetcher.num_candidates)
-  return _run_jit(trace, params, config=config, prefetcher=prefetcher, codes=codes)
+  proxy = as_proxy_params(proxy)
+  return _run_jit(trace, params, proxy, config=config, prefetcher=prefetcher, codes=codes)
 
 
 def run_batch(trace: Any, config: CacheConfig, params: Params,
               prefetcher: Prefetcher = protocol.NONE, *, trace_axis: int | None = 0,
-              params_axis: int | None = None,
-              codes: bool = True) -> tuple[SimState, jax.Array | None]:
+              params_axis: int | None = None, codes: bool = True,
+              proxy: ProxyParams | int | None = None,
+              proxy_axis: int | None = None) -> tuple[SimState, jax.Array | None]:
   """`run` vmapped over a leading axis of the traces and/or the params.
 
   Args:
@@ -328,6 +472,7 @@ def run_batch(trace: Any, config: CacheConfig, params: Params,
       one trace.
     params_axis: 0 if every params leaf has the leading axis B
       (`hierarchy.stack_params`), None to share one.
+    proxy: as `run`; proxy_axis: 0 if its leaves have the leading axis B.
 
   Returns:
     `run`'s outputs with a leading B axis.
@@ -344,15 +489,19 @@ def run_batch(trace: Any, config: CacheConfig, params: Params,
   if trace_axis is not None and len(np.shape(trace.block)) != 2:
     raise ValueError(
         f"trace.block: expected [B, N] with trace_axis=0, given shape {np.shape(trace.block)}")
-  return _run_batch_jit(trace, params, config=config, prefetcher=prefetcher, codes=codes,
-                        trace_axis=trace_axis, params_axis=params_axis)
+  proxy = as_proxy_params(proxy)
+  if proxy is None:
+    proxy_axis = None
+  return _run_batch_jit(trace, params, proxy, config=config, prefetcher=prefetcher, codes=codes,
+                        trace_axis=trace_axis, params_axis=params_axis, proxy_axis=proxy_axis)
 
 
 @functools.partial(jax.jit, static_argnames=("config", "prefetcher", "codes", "trace_axis",
-                                             "params_axis"))
-def _run_batch_jit(trace, params, config, prefetcher, codes, trace_axis, params_axis):
-  fn = functools.partial(_run, config=config, prefetcher=prefetcher, codes=codes)
-  return jax.vmap(fn, in_axes=(trace_axis, params_axis))(trace, params)
+                                             "params_axis", "proxy_axis"))
+def _run_batch_jit(trace, params, proxy, config, prefetcher, codes, trace_axis, params_axis,
+                   proxy_axis):
+  fn = functools.partial(replay, config=config, prefetcher=prefetcher, codes=codes)
+  return jax.vmap(fn, in_axes=(trace_axis, params_axis, proxy_axis))(trace, params, proxy)
 
 
 # ----------------------------------------------------------------------------- codes
