@@ -1,0 +1,58 @@
+"""The prefetch benchmark computes its six claims from its rows (made-up rows here)."""
+
+import pytest
+
+from tests.conftest import load_benchmark
+
+
+@pytest.fixture(scope="module")
+def pf():
+  return load_benchmark("prefetch")
+
+
+def rows(*, gaze=(1.10, 1.20), pmp=(1.05, 1.10), berti=(1.0, 1.1), useless_on=10,
+         useless_off=50, kib=4.42, compilations=1, ratio=60.0):
+  out = []
+  for name, speedups in (("gaze", gaze), ("pmp", pmp), ("berti_simplified", berti)):
+    for trace, s in zip(("syn:stream_copy", "real:matmul"), speedups):
+      out.append(dict(part="compare", prefetcher=name, trace=trace, speedup=s, pf_useless=1,
+                      pf_resident=0))
+  for name, useless in (("gaze", useless_on), ("gaze_no_ss", useless_off)):
+    out.append(dict(part="compare", prefetcher=name, trace="real:stream_triad", speedup=None,
+                    pf_useless=useless, pf_resident=2))
+  out.append(dict(part="storage", prefetcher="gaze", total_kib=kib))
+  for p in (128, 256):
+    out.append(dict(part="sweep", pt_entries=p, region_bytes=4096, trace="syn:aos_walk",
+                    speedup=1.0, compilations=compilations, runs=4))
+  out.append(dict(part="speed", trace="syn:aos_walk", accesses=1000, device="cpu", ratio=ratio,
+                  jax_accesses_per_s=ratio * 1e3, python_accesses_per_s=1e3))
+  return out
+
+
+def claims(pf, **kw):
+  return {c.id: c for c in pf.claims_from(rows(**kw), pf.Config())}
+
+
+def test_all_six_claims_hold_on_good_rows(pf):
+  got = claims(pf)
+  assert set(got) == {"gaze_ge_pmp", "gaze_ge_berti", "ss_module_curbs_overprefetch",
+                      "storage_kb", "sweep_one_compile", "sim_speedup_vs_python"}
+  assert all(c.holds for c in got.values()), {k: c.measured for k, c in got.items()}
+  # geomean of Gaze's two speedups (the None row is left out): sqrt(1.1 * 1.2)
+  assert got["gaze_ge_pmp"].measured.startswith(f"{(1.1 * 1.2) ** 0.5:.4f} vs")
+  # dense streams: syn:stream_copy (1 + 0) and real:stream_triad (10 + 2) with SS on, 50 + 2 off
+  assert got["ss_module_curbs_overprefetch"].measured == "13 vs 52"
+
+
+@pytest.mark.parametrize("kw, claim", [
+    (dict(gaze=(1.0, 1.0), berti=(0.9, 0.9)), "gaze_ge_pmp"),
+    (dict(berti=(1.3, 1.3)), "gaze_ge_berti"),
+    (dict(useless_off=10), "ss_module_curbs_overprefetch"),
+    (dict(kib=4.0), "storage_kb"),
+    (dict(compilations=2), "sweep_one_compile"),
+    (dict(ratio=49.0), "sim_speedup_vs_python"),
+])
+def test_each_claim_fails_below_its_threshold(pf, kw, claim):
+  got = claims(pf, **kw)
+  assert not got[claim].holds
+  assert all(c.holds for k, c in got.items() if k != claim), kw
