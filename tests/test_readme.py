@@ -45,7 +45,7 @@ def test_papers_table_is_true():
 def test_library_examples_run(capsys):
   section = README.split("## Using the library", 1)[1].split("\n## ", 1)[0]
   blocks = re.findall(r"```python\n(.*?)```", section, re.S)
-  assert len(blocks) == 4
+  assert len(blocks) == 5
   for block in blocks:
     exec(compile(block, "README.md", "exec"), {})  # pylint: disable=exec-used
   out = capsys.readouterr().out
