@@ -70,8 +70,9 @@ L1D MSHRs holds ``(start, ready)``: it is reserved from its allocation until
 * An L1D demand miss takes an MSHR at once (``start = now``) until its data
   arrives. There is no core model: a demand miss that finds all M reserved is
   not delayed (time is ``instr * cpi0`` whatever the memory does; an IPC proxy
-  belongs to the metrics); it takes over the MSHR that frees first (ties: the
-  earliest start) and counts ``mshr_full``.
+  belongs to the metrics, and `runner`'s optional stall feedback adds its
+  closed windows' stall to ``now``); it takes over the MSHR that frees first
+  (ties: the earliest start) and counts ``mshr_full``.
 * Every accepted prefetch (any target, redundant ones included) waits in the
   PQ for the L1D lookup: ``leave = now + lat_L1D``. An L1D-target prefetch that
   misses L1D then holds an MSHR: ``start = now + lat_L1D`` (it moves from the

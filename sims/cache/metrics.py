@@ -37,6 +37,15 @@ core, so it is never an IPC measurement; see `runner`'s module docstring):
 * ``speedup = cycles_proxy_base / cycles_proxy_pf`` (IPC-proxy speedup; the
   paper's per-trace speedup, averaged with `geomean`): `speedup`.
 
+With **stall feedback** (``runner.make_proxy_params(feedback=True)``: the
+closed windows' stall delays the simulated clock) the formulas are the same
+and ``stall`` is the same quantity: the sum over all windows of their largest
+excess, the last (open) window included, with the latencies measured on the
+delayed clock. It is exactly the stall the clock was fed, plus the last
+window's maximum (which no later access waits for): the last access happens at
+``floor(last_instr * cpi0) + stall - <last window's maximum>``. Compare a
+feedback run with a feedback baseline (`sweep` pairs them by setting).
+
 Ratios with a zero denominator are NaN.
 
 >>> import numpy as np
@@ -173,7 +182,8 @@ def proxy_stall(state: SimState) -> np.ndarray:
 
 
 def cycles_proxy(state: SimState, params: Params) -> np.ndarray:
-  """IPC-proxy cycles ``instructions * cpi0 + proxy_stall`` (float64).
+  """IPC-proxy cycles ``instructions * cpi0 + proxy_stall`` (float64), with or
+  without stall feedback (the same formula; module docstring).
 
   Args:
     state: a final `runner.SimState` of a run with ``proxy=...``.

@@ -350,7 +350,8 @@ def cycle(instr: int, cpi0: Any) -> int:
 
 def run_reference(trace: Any, config: Any, *, cpi0: Any = 1, dram_latency: int = 160,
                   prefetcher: Any = None, rob: int | None = None,
-                  proxy_stores: bool = False) -> tuple[Hierarchy, list[int]]:
+                  proxy_stores: bool = False,
+                  feedback: bool = False) -> tuple[Hierarchy, list[int]]:
   """Replays a trace access by access.
 
   Args:
@@ -364,11 +365,19 @@ def run_reference(trace: Any, config: Any, *, cpi0: Any = 1, dram_latency: int =
       (``hierarchy.proxy_windows``, ``hierarchy.proxy_stall()``): every load's
       (and with `proxy_stores` every store's) latency minus the L1D latency,
       grouped by ``instr // rob``; the stall is the sum of each window's maximum.
+    feedback: (needs `rob`) stall feedback: an access in window w happens at
+      ``cycle(instr, cpi0)`` plus the sum of the maxima of the windows before
+      w that hold counted accesses (those closed before w; w's own, still
+      open, adds nothing): a core that stops for a window's longest miss when
+      the window retires, a proxy one window late.
 
   Returns:
     ``(hierarchy, codes)``: the final `Hierarchy` and one code per access,
     ``level + 4 * late + 8 * min(accepted, 15)``, -1 for padding.
   """
+  if feedback and rob is None:
+    raise ValueError("feedback: stall feedback needs the IPC proxy's windows; given rob=None"
+                     " (pass rob=352 or feedback=False)")
   prefetcher = NoPrefetcher() if prefetcher is None else prefetcher
   ref = Hierarchy(config, dram_latency=dram_latency)
   blocks = [int(b) for b in trace.block]
@@ -385,6 +394,9 @@ def run_reference(trace: Any, config: Any, *, cpi0: Any = 1, dram_latency: int =
       codes.append(-1)
       continue
     now = cycle(instr, cpi0)
+    if feedback:  # the windows before this one are over: their stall has been paid
+      now += sum(max(excesses) for window, excesses in ref.proxy_windows.items()
+                 if window < instr // rob)
     res = ref.demand(block, is_store, now, instr)
     if rob is not None and (proxy_stores or not is_store):
       ref.proxy_windows.setdefault(instr // rob, []).append(res.latency - ref.latency[0])

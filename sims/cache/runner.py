@@ -30,6 +30,27 @@ the L1D, and a late prefetch hit (or merged miss) its remaining wait
 in it (misses in one window overlap). The proxy's cycles are
 ``instructions * cpi0 + sum over windows of that maximum`` (`metrics`).
 
+**Stall feedback** (``make_proxy_params(feedback=True)``; traced, default
+False, which leaves every result as it was). Without it the simulated clock is
+``now = floor(instr * cpi0)`` whatever the memory does, so on a miss-heavy
+trace at a small cpi0 every L1D MSHR stays reserved, the issue budget is 0 and
+no prefetch is ever accepted. With it, an access in window ``w`` happens at::
+
+    now = floor(instr * cpi0) + sum over windows w' < w of their maximum excess
+
+the stall of the windows that have *closed* before this access's window (its
+own, still open window adds nothing). This is a proxy with a one-window lag: a
+core that runs at cpi0 and, when a ROB window retires, stops for that window's
+longest miss beyond the L1D. Time still never goes backwards and the stall is
+the proxy's own sum, so the feedback needs the proxy (it is a field of
+`ProxyParams`; there is no feedback without ``proxy=...``). The excess
+latencies are measured against this clock, so ``metrics.proxy_stall`` of a
+feedback run is the stall that drove its time. `reference.run_reference`
+(``feedback=True``) does the same, access for access. Time is int32: `run`
+raises if ``floor(instr * cpi0)`` plus the most stall the trace's closed
+windows could add (``(windows - 1) * (lat_L2 + lat_LLC + dram_latency)``, an
+upper bound of any excess) could reach `hierarchy.MAX_CYCLE`.
+
 >>> import numpy as np
 >>> from jaxsys.sims.cache import hierarchy, protocol, runner
 >>> config = hierarchy.CacheConfig.make(l1d=dict(sets=2, ways=2))
@@ -74,6 +95,7 @@ class ProxyParams(NamedTuple):
 
   rob: Any  # [] int32 instructions per window (the ROB size, Gaze's core: 352), >= 1
   stores: Any  # [] bool count stores' latency too (default False: they retire via the store buffer)
+  feedback: Any = np.False_  # [] bool closed windows' stall delays the clock (module docstring)
 
 
 DEFAULT_ROB = 352
@@ -99,16 +121,20 @@ class SimState(NamedTuple):
   proxy: Any = None  # `Proxy` when run with an IPC proxy (``run(..., proxy=...)``), else None
 
 
-def make_proxy_params(rob: int = DEFAULT_ROB, stores: bool = False) -> ProxyParams:
+def make_proxy_params(rob: int = DEFAULT_ROB, stores: bool = False,
+                      feedback: bool = False) -> ProxyParams:
   """Checked `ProxyParams` for the IPC proxy (numpy scalars).
 
   Args:
     rob: instructions per interval window (the ROB size; default 352, the Gaze
       artifact's core), an int >= 1.
     stores: also let stores stall the proxy (default False: loads only).
+    feedback: the stall of closed windows delays the simulated clock
+      (``now = floor(instr * cpi0) + closed stall``; module docstring). Default
+      False: time is ``floor(instr * cpi0)``.
 
   >>> make_proxy_params(rob=128)
-  ProxyParams(rob=np.int32(128), stores=np.False_)
+  ProxyParams(rob=np.int32(128), stores=np.False_, feedback=np.False_)
   """
   if isinstance(rob, bool) or not isinstance(rob, (int, np.integer)):
     raise TypeError(f"rob: expected an int (instructions per IPC-proxy window), given {rob!r}")
@@ -117,7 +143,10 @@ def make_proxy_params(rob: int = DEFAULT_ROB, stores: bool = False) -> ProxyPara
                      f" given {rob}")
   if not isinstance(stores, (bool, np.bool_)):
     raise TypeError(f"stores: expected a bool, given {stores!r}")
-  return ProxyParams(np.int32(rob), np.bool_(stores))
+  if not isinstance(feedback, (bool, np.bool_)):
+    raise TypeError(f"feedback: expected a bool (stall feedback into the clock), given"
+                    f" {feedback!r}")
+  return ProxyParams(np.int32(rob), np.bool_(stores), np.bool_(feedback))
 
 
 def proxy_stall(proxy: Proxy) -> np.ndarray:
@@ -131,6 +160,18 @@ def proxy_stall(proxy: Proxy) -> np.ndarray:
 def init_proxy() -> Proxy:
   """An empty IPC-proxy accumulator."""
   return Proxy(jnp.int32(-1), jnp.int32(0), jnp.int32(0), jnp.int32(0))
+
+
+def closed_stall(proxy: Proxy, window: jax.Array) -> jax.Array:
+  """The stall (int32) of the windows closed before `window`: every window's
+  maximum so far, the current one's too when `window` is a later one.
+
+  What stall feedback adds to an access's clock (windows never go back, so
+  ``window >= proxy.window`` for a real access). `run` checks that it fits.
+  """
+  window = jnp.asarray(window, jnp.int32)
+  closed = (proxy.stall_hi << _WIDE_BITS) + proxy.stall_lo
+  return closed + jnp.where(window != proxy.window, proxy.window_max, 0)
 
 
 def proxy_update(proxy: Proxy, window: jax.Array, excess: jax.Array,
@@ -202,13 +243,18 @@ def _is_concrete(tree: Any) -> bool:
 
 
 def check_trace(trace: TraceArrays, params: Params | None = None, *,
-                num_candidates: int = 0) -> None:
+                num_candidates: int = 0, proxy: ProxyParams | None = None,
+                config: CacheConfig | None = None) -> None:
   """Raises for a malformed trace: shapes, dtypes and (for concrete arrays) values.
 
   Checks: every field rank 1 (or with the same leading batch axes) of one length
   N >= 1; integer block / pc / instr / is_store, bool valid; where valid,
   ``block >= 0``, ``instr >= 0`` and non-decreasing; the cycles
-  ``instr * cpi0`` and the LRU clock stay inside int32.
+  ``instr * cpi0`` and the LRU clock stay inside int32; with `proxy` (and
+  `config`) whose ``feedback`` may be on, the cycles plus the largest stall
+  the closed windows could add (`feedback_time_bound`) stay below
+  `hierarchy.MAX_CYCLE`. Batched params / proxies are checked at their worst
+  value over the batch.
   """
   shapes = {name: np.shape(getattr(trace, name)) for name in TraceArrays._fields}
   shape = shapes["block"]
@@ -259,6 +305,52 @@ def check_trace(trace: TraceArrays, params: Params | None = None, *,
       raise ValueError(
           f"trace.instr: the last instruction count {top} times cpi0 {float(np.max(cpi))}"
           f" exceeds {hierarchy.MAX_CYCLE} cycles (int32 time); rebase or split the trace")
+  if params is not None and proxy is not None and config is not None:
+    feedback = proxy.feedback
+    if _is_concrete(feedback) and not np.any(np.asarray(feedback)):
+      return
+    bound = feedback_time_bound(trace, params, proxy, config)
+    if bound >= hierarchy.MAX_CYCLE:
+      raise ValueError(
+          f"trace.instr: with stall feedback the clock could reach {bound} cycles"
+          f" (instr * cpi0 plus (windows - 1) x the largest excess latency), at least"
+          f" {hierarchy.MAX_CYCLE} (int32 time); split the trace, use a larger rob or"
+          f" feedback=False")
+
+
+def feedback_time_bound(trace: TraceArrays, params: Params, proxy: ProxyParams,
+                        config: CacheConfig) -> int:
+  """An upper bound (Python int) of the clock of a stall-feedback run.
+
+  ``floor(last instr * cpi0) + (windows - 1) * (lat_L2 + lat_LLC + dram_latency)``,
+  maxima over any batch: every data-ready cycle set at cycle t is at most
+  ``t + lat_L1D + lat_L2 + lat_LLC + dram_latency`` (the longest path; a late
+  or merged wait ends on such a cycle), so no access's excess latency exceeds
+  ``lat_L2 + lat_LLC + dram_latency``, and only windows holding a valid access
+  (``instr // rob``; the last one still open) add stall. Values not concrete
+  (traced) take their worst case.
+  """
+  valid = np.asarray(trace.valid, bool)
+  n = valid.shape[-1]
+  valid = valid.reshape(-1, n)
+  instr = np.asarray(trace.instr).astype(np.int64).reshape(-1, n)
+  top_instr = int(np.max(np.where(valid, instr, 0)))
+  if _is_concrete((params.cpi0_num, params.cpi0_den)):
+    num = np.asarray(params.cpi0_num, np.int64).reshape(-1)
+    den = np.asarray(params.cpi0_den, np.int64).reshape(-1)
+    top = max(int(top_instr * a // b) for a, b in zip(*np.broadcast_arrays(num, den)))
+  else:
+    top = top_instr * 2**16
+  dram = (int(np.max(np.asarray(params.dram_latency))) if _is_concrete(params.dram_latency)
+          else 2**20)
+  excess = config.l2.latency + config.llc.latency + dram
+  robs = (np.unique(np.asarray(proxy.rob, np.int64)) if _is_concrete(proxy.rob)
+          else np.array([1], np.int64))
+  windows = 1
+  for rob in robs.tolist():
+    for ins, ok in zip(instr, valid):
+      windows = max(windows, int(np.unique(ins[ok] // rob).size))
+  return top + (windows - 1) * excess
 
 
 def as_proxy_params(proxy: Any) -> ProxyParams | None:
@@ -273,6 +365,9 @@ def as_proxy_params(proxy: Any) -> ProxyParams | None:
       if np.any(rob < 1):
         raise ValueError(
             f"proxy.rob: expected >= 1 instructions per IPC-proxy window, given {rob.tolist()}")
+    if _is_concrete(proxy.feedback) and np.asarray(proxy.feedback).dtype != np.bool_:
+      raise TypeError(f"proxy.feedback: expected a bool, given dtype"
+                      f" {np.asarray(proxy.feedback).dtype}")
     return proxy
   if isinstance(proxy, (int, np.integer)) and not isinstance(proxy, bool):
     return make_proxy_params(rob=int(proxy))
@@ -411,8 +506,12 @@ def replay(trace: TraceArrays, params: Params, proxy: ProxyParams | None = None,
 
   def body(state, x):
     access = TraceArrays(block=x[0], pc_hash=x[1], is_store=x[2], instr=x[3], valid=x[4] != 0)
+    now = x[5]
+    if proxy is not None:  # stall feedback: the closed windows' stall delays the clock
+      now = now + jnp.where(jnp.asarray(proxy.feedback, jnp.bool_),
+                            closed_stall(state.proxy, x[6]), 0)
     state, code, out = _step(state, access, params, config=config, prefetcher=prefetcher,
-                             now=x[5])
+                             now=now)
     if proxy is not None:
       counted = access.valid & ((access.is_store == 0) | jnp.asarray(proxy.stores, jnp.bool_))
       state = state._replace(
@@ -441,7 +540,9 @@ def run(trace: Any, config: CacheConfig, params: Params,
     codes: also return the [N] int8 step codes (False: None, a little faster).
     proxy: `ProxyParams` (`make_proxy_params`) or an int ROB size: also
       accumulate the IPC proxy's interval-model stall (``final.proxy``, a
-      `Proxy`); None (default): ``final.proxy`` is None.
+      `Proxy`), and with ``feedback=True`` let the closed windows' stall
+      delay the clock (module docstring); None (default): ``final.proxy`` is
+      None and time is ``floor(instr * cpi0)``.
 
   Returns:
     ``(final SimState, codes_N)``. `hierarchy.counters` / `hierarchy.summarize`
@@ -455,8 +556,9 @@ def run(trace: Any, config: CacheConfig, params: Params,
   check_prefetcher(prefetcher)
   check_params(params)
   trace = as_trace(trace)
-  check_trace(trace, params, num_candidates=prefetcher.num_candidates)
   proxy = as_proxy_params(proxy)
+  check_trace(trace, params, num_candidates=prefetcher.num_candidates, proxy=proxy,
+              config=config)
   return _run_jit(trace, params, proxy, config=config, prefetcher=prefetcher, codes=codes)
 
 
@@ -485,11 +587,13 @@ def run_batch(trace: Any, config: CacheConfig, params: Params,
   check_prefetcher(prefetcher)
   check_params(params)
   trace = as_trace(trace)
-  check_trace(trace, None, num_candidates=prefetcher.num_candidates)
+  proxy = as_proxy_params(proxy)
+  # Params and proxy at their worst over the batch (the checks need no pairing).
+  check_trace(trace, params, num_candidates=prefetcher.num_candidates, proxy=proxy,
+              config=config)
   if trace_axis is not None and len(np.shape(trace.block)) != 2:
     raise ValueError(
         f"trace.block: expected [B, N] with trace_axis=0, given shape {np.shape(trace.block)}")
-  proxy = as_proxy_params(proxy)
   if proxy is None:
     proxy_axis = None
   return _run_batch_jit(trace, params, proxy, config=config, prefetcher=prefetcher, codes=codes,
