@@ -68,11 +68,23 @@ L1D MSHRs holds ``(start, ready)``: it is reserved from its allocation until
 (busy while ``leave > now``); padding slots hold 2**31 - 1 and never count.
 
 * An L1D demand miss takes an MSHR at once (``start = now``) until its data
-  arrives. There is no core model: a demand miss that finds all M reserved is
-  not delayed (time is ``instr * cpi0`` whatever the memory does; an IPC proxy
-  belongs to the metrics, and `runner`'s optional stall feedback adds its
-  closed windows' stall to ``now``); it takes over the MSHR that frees first
-  (ties: the earliest start) and counts ``mshr_full``.
+  arrives. There is no core model: by default a demand miss that finds all M
+  reserved is not delayed (time is ``instr * cpi0`` whatever the memory does;
+  an IPC proxy belongs to the metrics, and `runner`'s optional stall feedback
+  adds its closed windows' stall to ``now``); it takes over the MSHR that
+  frees first (ties: the earliest start) and counts ``mshr_full``.
+* **MSHR stall** (``access(..., mshr_stall=True)``, traced; `runner`'s
+  ``make_proxy_params(mshr_stall=True)``): such a demand (load or store)
+  instead *waits* for that MSHR: ``wait = first_ready - now`` (> 0), and it
+  goes on at ``at = now + wait`` as if issued then: ``done = max(at + P,
+  ready_f)``, the MSHR holds ``(start = at, ready = done)``, late / merged
+  mean ``ready_f > at`` and a late hit's waiting is ``ready_f - at - P``. Its
+  latency still counts from ``now`` (``latency = done - now``, the wait
+  included; ``demand_latency`` sums it) and ``Outcome.wait`` reports the
+  wait; it still counts ``mshr_full``. The clock of later accesses is the
+  runner's business (it adds the waits). ``wait <= lat_L1D + lat_L2 +
+  lat_LLC + dram_latency``: every ready cycle is at most one full path after
+  the cycle that set it. Prefetches never wait (the budget refuses them).
 * Every accepted prefetch (any target, redundant ones included) waits in the
   PQ for the L1D lookup: ``leave = now + lat_L1D``. An L1D-target prefetch that
   misses L1D then holds an MSHR: ``start = now + lat_L1D`` (it moves from the
@@ -442,7 +454,8 @@ class Outcome(NamedTuple):
   level: jax.Array  # [] int32 where it was found: 0 L1D, 1 L2, 2 LLC, 3 DRAM
   late: jax.Array  # [] bool hit a prefetched line whose data was still in flight
   pf_hit: jax.Array  # [] bool first demand use of a prefetched line (at `level`)
-  latency: jax.Array  # [] int32 cycles until the data is back (done - now)
+  latency: jax.Array  # [] int32 cycles until the data is back (done - now), a wait included
+  wait: jax.Array  # [] int32 cycles waited for a free L1D MSHR (0 unless mshr_stall)
 
 
 def init(config: CacheConfig) -> CacheState:
@@ -554,12 +567,13 @@ class _Served(NamedTuple):
   pf_hit: jax.Array  # [] bool
   latency: jax.Array  # [] int32
   filled: jax.Array  # [] bool (prefetch) not dropped as redundant
+  wait: jax.Array  # [] int32 (demand, MSHR stall) cycles waited for a free L1D MSHR
 
 
 # Loop registers of `_serve` (one int32 vector, so that the loop carries few buffers).
 (_R_CURSOR, _R_WB_BLOCK1, _R_WB_BLOCK2, _R_WB_ON1, _R_WB_ON2, _R_LEVEL, _R_LATE, _R_PF_HIT,
- _R_LATENCY, _R_FILLED) = range(10)
-_NUM_REGS = 10
+ _R_LATENCY, _R_FILLED, _R_WAIT) = range(11)
+_NUM_REGS = 11
 # Up to this many requests per `_serve` call run as straight-line micro-ops
 # (measured ~2.5 us each on the 2-core CPU here) rather than as iterations of
 # one loop (~5 us each, but only as many as there are requests).
@@ -569,7 +583,8 @@ _UNROLL_REQUESTS = 2
 def _serve(config: CacheConfig, state: CacheState, params: Params, now: jax.Array,
            block_R: jax.Array, start_R: jax.Array, order_R: jax.Array, count: jax.Array, *,
            demand: bool, is_store: jax.Array,
-           instr: jax.Array | None = None) -> tuple[CacheState, _Served]:
+           instr: jax.Array | None = None,
+           mshr_stall: jax.Array | bool = False) -> tuple[CacheState, _Served]:
   """Runs requests ``block_R[order_R[j]]`` for ``j < count`` (demands if `demand`,
   else prefetches to level ``start_R``) as a sequence of micro-ops.
 
@@ -581,7 +596,8 @@ def _serve(config: CacheConfig, state: CacheState, params: Params, now: jax.Arra
   records `instr`. With R <= `_UNROLL_REQUESTS` the request micro-ops are
   straight-line code, masked beyond `count` (a cascade's writebacks, rare, are
   a `lax.while_loop`); otherwise one `lax.while_loop` runs exactly the needed
-  micro-ops.
+  micro-ops. With `mshr_stall` (traced; demands only) a demand L1D miss that
+  finds every MSHR reserved waits until the first frees (module docstring).
   """
   R = block_R.shape[0]
   lcs = config.levels
@@ -595,6 +611,7 @@ def _serve(config: CacheConfig, state: CacheState, params: Params, now: jax.Arra
   is_store = jnp.asarray(is_store, jnp.bool_)
   instr = jnp.int32(-1) if instr is None else _i32(instr)
   count = _i32(count)
+  mshr_stall = jnp.asarray(mshr_stall, jnp.bool_)
   level_3 = np.arange(3, dtype=np.int32)  # numpy constants: no kernel per step
   zero_3 = jnp.zeros((3,), jnp.int32)
   false = jnp.asarray(False)
@@ -651,24 +668,32 @@ def _serve(config: CacheConfig, state: CacheState, params: Params, now: jax.Arra
     cum_found = cum_found + jnp.where(found == DRAM, dram_latency, 0)
     cum_start = jnp.where(start == 0, 0, jnp.where(start == 1, cum[1], cum[2]))
     path = (cum_found - cum_start).astype(jnp.int32)
-    done = jnp.maximum(now + path, found_ready).astype(jnp.int32)
-    latency = done - now
 
     # An L1D MSHR (demand L1D misses at once; L1D-target prefetch misses after
     # the PQ) and a PQ entry (every prefetch): the slot that frees first (a
-    # free one if any; MSHR ties to the earliest start), one reduction.
+    # free one if any; MSHR ties to the earliest start), one reduction. With
+    # `mshr_stall`, a demand finding every MSHR reserved goes on at `at`, the
+    # cycle that slot frees (its latency still counts from `now`).
     slot_2 = _argmin_pairs(queues[:2], jnp.stack([queues[2], jnp.zeros_like(queues[2])]))
     uses_mshr = do & (start == L1D) & (found > L1D)
-    mshr_full = uses_mshr & (queues[0, slot_2[0]] > now)
+    first_free = queues[0, slot_2[0]]
+    mshr_full = uses_mshr & (first_free > now)
+    if demand:
+      wait = jnp.where(mshr_full & mshr_stall, first_free - now, 0).astype(jnp.int32)
+      at = now + wait
+    else:
+      wait, at = jnp.int32(0), now
+    done = jnp.maximum(at + path, found_ready).astype(jnp.int32)
+    latency = done - now
     uses_pq = false if demand else main
     after_pq = now + lat[0]
     lane = np.arange(L, dtype=np.int32)[None, :]
     queues = jnp.where(
         (lane == jnp.stack([slot_2[0], slot_2[1], slot_2[0]])[:, None])
         & jnp.stack([uses_mshr, uses_pq, uses_mshr])[:, None],
-        jnp.stack([done, after_pq, now if demand else after_pq])[:, None], queues)
-    late = do & found_pf & (found_ready > now) if demand else false
-    merged = do & ~found_pf & (found < DRAM) & (found_ready > now) if demand else false
+        jnp.stack([done, after_pq, at if demand else after_pq])[:, None], queues)
+    late = do & found_pf & (found_ready > at) if demand else false
+    merged = do & ~found_pf & (found < DRAM) & (found_ready > at) if demand else false
     pf_useful = do & found_pf
 
     # Per level: the request's hit / fill, or a writeback (hit: set DIRTY;
@@ -726,7 +751,7 @@ def _serve(config: CacheConfig, state: CacheState, params: Params, now: jax.Arra
               _one_hot_level(found, late), _one_hot_level(found, merged), zero_3,
               _one_hot_level(found, pf_useful), useless_3, zero_3, wb_out_3]
       wide_inc = jnp.stack([jnp.where(do, latency, 0),
-                            jnp.where(late, jnp.maximum(found_ready - now - path, 0), 0)])
+                            jnp.where(late, jnp.maximum(found_ready - at - path, 0), 0)])
       wide = _add_wide(stats[O_WIDE:O_TICK].reshape(_NG, 2), wide_inc.astype(jnp.int32))
     else:
       cols = [zero_3] * 7 + [_one_hot_level(start, do), _one_hot_level(found, pf_useful),
@@ -767,6 +792,7 @@ def _serve(config: CacheConfig, state: CacheState, params: Params, now: jax.Arra
         jnp.where(main, pf_useful.astype(jnp.int32), regs[_R_PF_HIT]),
         jnp.where(main, latency, regs[_R_LATENCY]),
         jnp.where(main, do.astype(jnp.int32), regs[_R_FILLED]),
+        jnp.where(main, wait, regs[_R_WAIT]),
     ]).astype(jnp.int32)
     return tables[0], tables[1], tables[2], stats, regs
 
@@ -788,13 +814,15 @@ def _serve(config: CacheConfig, state: CacheState, params: Params, now: jax.Arra
   t1, t2, t3, stats, regs = carry
   state = CacheState(l1d=t1, l2=t2, llc=t3, stats=stats)
   served = _Served(level=regs[_R_LEVEL], late=regs[_R_LATE] != 0, pf_hit=regs[_R_PF_HIT] != 0,
-                   latency=regs[_R_LATENCY], filled=regs[_R_FILLED] != 0)
+                   latency=regs[_R_LATENCY], filled=regs[_R_FILLED] != 0,
+                   wait=regs[_R_WAIT])
   return state, served
 
 
 def access(state: CacheState, block: jax.Array, is_store: jax.Array, now: jax.Array,
            params: Params, config: CacheConfig, *, instr: jax.Array | None = None,
-           active: jax.Array = True) -> tuple[CacheState, Outcome]:
+           active: jax.Array = True,
+           mshr_stall: jax.Array | bool = False) -> tuple[CacheState, Outcome]:
   """One demand access (load or store) at cycle `now`; masked by `active`.
 
   Looks the block up L1D -> L2 -> LLC -> DRAM, fills the levels it missed
@@ -810,17 +838,20 @@ def access(state: CacheState, block: jax.Array, is_store: jax.Array, now: jax.Ar
     instr: [] int32 the instruction count, recorded as first/last instruction
       (for MPKI); optional.
     active: [] bool; False leaves the state unchanged (padded trace steps).
+    mshr_stall: [] bool (traced; default False): an L1D miss that finds every
+      MSHR reserved waits until the first frees (``Outcome.wait``; module
+      docstring) instead of taking it over at once.
 
   Returns:
     ``(state, Outcome)``; Outcome.latency is ``done - now`` (see the module
-    docstring); all zero / False when inactive.
+    docstring; a wait included); all zero / False when inactive.
   """
   state, served = _serve(config, state, params, now, _i32(block)[None],
                          jnp.zeros((1,), jnp.int32), jnp.zeros((1,), jnp.int32),
                          _i32(jnp.asarray(active, jnp.bool_)), demand=True, is_store=is_store,
-                         instr=instr)
+                         instr=instr, mshr_stall=mshr_stall)
   return state, Outcome(level=served.level, late=served.late, pf_hit=served.pf_hit,
-                        latency=served.latency)
+                        latency=served.latency, wait=served.wait)
 
 
 def prefetch(state: CacheState, block: jax.Array, fill_level: jax.Array, now: jax.Array,

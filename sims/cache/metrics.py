@@ -46,6 +46,20 @@ window's maximum (which no later access waits for): the last access happens at
 ``floor(last_instr * cpi0) + stall - <last window's maximum>``. Compare a
 feedback run with a feedback baseline (`sweep` pairs them by setting).
 
+With **MSHR stalls** (``runner.make_proxy_params(mshr_stall=True)``: a demand
+miss that finds every L1D MSHR reserved waits for the first to free, and the
+clock of every later access is pushed back by the wait) the cycles are::
+
+    cycles_proxy = i * cpi0 + stall + mshr_wait
+
+with ``mshr_wait`` the sum of every demand's wait (loads and stores;
+`mshr_wait`) and ``stall`` the windows' sum as above, where a waited load's
+excess is measured from the cycle it got its MSHR (``latency - wait - L1D
+latency``), so no wait is counted twice. Without the option ``mshr_wait`` is
+0 and the formula is the one above. The last access is issued at
+``floor(last_instr * cpi0) + mshr_wait - <its own wait>`` (with feedback on
+too, plus ``stall - <last window's maximum>``).
+
 Ratios with a zero denominator are NaN.
 
 >>> import numpy as np
@@ -181,15 +195,22 @@ def proxy_stall(state: SimState) -> np.ndarray:
   return runner.proxy_stall(_proxy(state))
 
 
+def mshr_wait(state: SimState) -> np.ndarray:
+  """IPC proxy: the demands' total wait for a free L1D MSHR (int64 cycles; 0
+  unless run with ``mshr_stall=True``)."""
+  return runner.proxy_mshr_wait(_proxy(state))
+
+
 def cycles_proxy(state: SimState, params: Params) -> np.ndarray:
-  """IPC-proxy cycles ``instructions * cpi0 + proxy_stall`` (float64), with or
-  without stall feedback (the same formula; module docstring).
+  """IPC-proxy cycles ``instructions * cpi0 + proxy_stall + mshr_wait``
+  (float64), with or without stall feedback and MSHR stalls (module docstring;
+  ``mshr_wait`` is 0 without them).
 
   Args:
     state: a final `runner.SimState` of a run with ``proxy=...``.
     params: the run's `hierarchy.Params` (its ``cpi0``).
   """
-  return instructions(state) * _cpi0(params) + proxy_stall(state)
+  return instructions(state) * _cpi0(params) + proxy_stall(state) + mshr_wait(state)
 
 
 def ipc_proxy(state: SimState, params: Params) -> np.ndarray:
@@ -240,7 +261,7 @@ def metrics(state: Any, baseline: Any = None, params: Params | None = None,
   """Every metric of a run (numpy; batch axes kept): `hierarchy.summarize`'s
   counters and metrics (with the baseline: ``<level>_coverage`` and
   ``dram_traffic_ratio``), plus, when `state` has the IPC proxy and `params`
-  is given, ``proxy_stall``, ``cycles_proxy`` and ``ipc_proxy``, and
+  is given, ``proxy_stall``, ``mshr_wait``, ``cycles_proxy`` and ``ipc_proxy``, and
   ``speedup`` when the baseline has the IPC proxy too. Formulas: the module
   docstring.
   """
@@ -248,7 +269,9 @@ def metrics(state: Any, baseline: Any = None, params: Params | None = None,
   has_proxy = isinstance(state, SimState) and state.proxy is not None
   if has_proxy and params is not None:
     out["proxy_stall"] = proxy_stall(state)
-    out["cycles_proxy"] = out["instructions"] * _cpi0(params) + out["proxy_stall"]
+    out["mshr_wait"] = mshr_wait(state)
+    out["cycles_proxy"] = (out["instructions"] * _cpi0(params) + out["proxy_stall"]
+                           + out["mshr_wait"])
     out["ipc_proxy"] = _ratio(out["instructions"], out["cycles_proxy"])
     if isinstance(baseline, SimState) and baseline.proxy is not None:
       out["speedup"] = speedup(state, baseline, params, baseline_params)

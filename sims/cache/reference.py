@@ -57,11 +57,12 @@ class Line:
 class Result:
   """What a demand access did."""
 
-  def __init__(self, level: int, late: bool, pf_hit: bool, latency: int):
+  def __init__(self, level: int, late: bool, pf_hit: bool, latency: int, wait: int = 0):
     self.level = level
     self.late = late
     self.pf_hit = pf_hit
-    self.latency = latency
+    self.latency = latency  # from the issue cycle, any MSHR wait included
+    self.wait = wait  # cycles waited for a free L1D MSHR (mshr_stall)
 
 
 class Hierarchy:
@@ -84,6 +85,10 @@ class Hierarchy:
     # IPC proxy (filled by `run_reference` when given a ROB size): window id ->
     # the excess latencies (latency - L1D latency) of its counted accesses.
     self.proxy_windows: dict[int, list[int]] | None = None
+    # MSHR stall (`run_reference(..., mshr_stall=True)`): the demands' waits so
+    # far, and the cycle the last access's step ran at (its issue cycle plus its wait).
+    self.mshr_wait = 0
+    self.last_cycle = 0
 
   def proxy_stall(self) -> int:
     """The IPC proxy's stall: the sum over windows of their largest excess latency."""
@@ -184,8 +189,14 @@ class Hierarchy:
   def _path(self, start: int, found: int) -> int:
     return sum(self.latency[start:found + 1])
 
-  def demand(self, block: int, is_store: bool, now: int, instr: int | None = None) -> Result:
-    """One demand load or store at cycle `now`."""
+  def demand(self, block: int, is_store: bool, now: int, instr: int | None = None,
+             mshr_stall: bool = False) -> Result:
+    """One demand load or store at cycle `now`.
+
+    An L1D miss needs an MSHR; if all are reserved, the one that frees first
+    is taken over at once, or with `mshr_stall` the demand waits for it and
+    then runs as if issued at that cycle (its latency still counts from `now`).
+    """
     kind = "stores" if is_store else "loads"
     self.totals[kind] += 1
     if instr is not None:
@@ -206,39 +217,44 @@ class Hierarchy:
       if not is_store:
         self.count[name]["load_miss"] += 1
 
+    wait = 0
     if found > 0:  # an L1D miss takes an MSHR; all busy: the first to free is reused
       self.busy(now)
       if len(self.mshr) >= self.config.l1d.mshr:
-        self.mshr.remove(min(self.mshr, key=lambda pair: (pair[1], pair[0])))
+        first = min(self.mshr, key=lambda pair: (pair[1], pair[0]))
+        self.mshr.remove(first)
         self.totals["mshr_full"] += 1
+        if mshr_stall:  # wait until it frees
+          wait = first[1] - now
+    at = now + wait  # when the request really goes on
     path = self._path(0, found)
     late = pf_hit = False
     if found < 3:
       line = self.find(found, block)
-      done = max(now + path, line.ready)
+      done = max(at + path, line.ready)
       if line.pf:
         pf_hit = True
         line.pf = False
         self.count[NAMES[found]]["pf_useful"] += 1
-        if line.ready > now:
+        if line.ready > at:
           late = True
           self.count[NAMES[found]]["late"] += 1
-          self.wide["late_cycles"] += max(line.ready - now - path, 0)
-      elif line.ready > now:
+          self.wide["late_cycles"] += max(line.ready - at - path, 0)
+      elif line.ready > at:
         self.count[NAMES[found]]["merged"] += 1
       self._stamp(found, line, on_fill=False)
       if found == 0 and is_store:
         line.dirty = True
     else:
-      done = now + path
+      done = at + path
       self.totals["dram_read_demand"] += 1
     if found > 0:
-      self.mshr.append((now, done))
+      self.mshr.append((at, done))
     for level in range(found - 1, -1, -1):
       self._install(level, block, ready=done, pf=False, dirty=is_store and level == 0,
                     origin=found, now=now)
     self.wide["demand_latency"] += done - now
-    return Result(found, late, pf_hit, done - now)
+    return Result(found, late, pf_hit, done - now, wait)
 
   def prefetch(self, block: int, target: int, now: int) -> bool:
     """A prefetch into level `target` (the caller checked `can_issue`)."""
@@ -350,8 +366,8 @@ def cycle(instr: int, cpi0: Any) -> int:
 
 def run_reference(trace: Any, config: Any, *, cpi0: Any = 1, dram_latency: int = 160,
                   prefetcher: Any = None, rob: int | None = None,
-                  proxy_stores: bool = False,
-                  feedback: bool = False) -> tuple[Hierarchy, list[int]]:
+                  proxy_stores: bool = False, feedback: bool = False,
+                  mshr_stall: bool = False) -> tuple[Hierarchy, list[int]]:
   """Replays a trace access by access.
 
   Args:
@@ -370,6 +386,13 @@ def run_reference(trace: Any, config: Any, *, cpi0: Any = 1, dram_latency: int =
       w that hold counted accesses (those closed before w; w's own, still
       open, adds nothing): a core that stops for a window's longest miss when
       the window retires, a proxy one window late.
+    mshr_stall: (needs `rob`) a demand (load or store) that misses L1D when
+      every MSHR is reserved waits until the first frees (``Hierarchy.demand``);
+      every later access's cycle gets the waits so far added (with
+      `feedback`, on top of the closed windows' stall); the waiting access's
+      prefetcher step runs at its cycle plus its wait. The waits are summed in
+      ``hierarchy.mshr_wait``; a waited load's proxy excess is its latency
+      minus its wait minus the L1D latency (the wait is counted once, there).
 
   Returns:
     ``(hierarchy, codes)``: the final `Hierarchy` and one code per access,
@@ -378,6 +401,9 @@ def run_reference(trace: Any, config: Any, *, cpi0: Any = 1, dram_latency: int =
   if feedback and rob is None:
     raise ValueError("feedback: stall feedback needs the IPC proxy's windows; given rob=None"
                      " (pass rob=352 or feedback=False)")
+  if mshr_stall and rob is None:
+    raise ValueError("mshr_stall: MSHR stalls enter the IPC proxy; given rob=None"
+                     " (pass rob=352 or mshr_stall=False)")
   prefetcher = NoPrefetcher() if prefetcher is None else prefetcher
   ref = Hierarchy(config, dram_latency=dram_latency)
   blocks = [int(b) for b in trace.block]
@@ -397,9 +423,14 @@ def run_reference(trace: Any, config: Any, *, cpi0: Any = 1, dram_latency: int =
     if feedback:  # the windows before this one are over: their stall has been paid
       now += sum(max(excesses) for window, excesses in ref.proxy_windows.items()
                  if window < instr // rob)
-    res = ref.demand(block, is_store, now, instr)
+    now += ref.mshr_wait  # the earlier demands' MSHR waits (0 without mshr_stall)
+    res = ref.demand(block, is_store, now, instr, mshr_stall=mshr_stall)
+    ref.mshr_wait += res.wait
+    now += res.wait  # the core goes on when the demand got its MSHR
+    ref.last_cycle = now
     if rob is not None and (proxy_stores or not is_store):
-      ref.proxy_windows.setdefault(instr // rob, []).append(res.latency - ref.latency[0])
+      ref.proxy_windows.setdefault(instr // rob, []).append(
+          res.latency - res.wait - ref.latency[0])
     accepted = 0
     if not is_store:
       acc = RefAccess(block, pc, instr, now, res.level, bool(res.pf_hit), bool(res.late))

@@ -51,6 +51,29 @@ raises if ``floor(instr * cpi0)`` plus the most stall the trace's closed
 windows could add (``(windows - 1) * (lat_L2 + lat_LLC + dram_latency)``, an
 upper bound of any excess) could reach `hierarchy.MAX_CYCLE`.
 
+**MSHR stall** (``make_proxy_params(mshr_stall=True)``; traced, default
+False, which leaves every result as it was). A core that *waits* when a
+demand miss (load or store) finds every L1D MSHR reserved: the hierarchy
+delays that demand until the first MSHR frees (``wait = first_ready - now``;
+`hierarchy`'s module docstring, ``Outcome.wait``) and every later access's
+clock is pushed back by the waits so far::
+
+    now = floor(instr * cpi0) [+ closed windows' stall, with feedback] + sum of earlier waits
+
+(with feedback on, both add). The rest of a waiting access's step (the
+prefetcher's train / issue, the issue budget and the accepted prefetches)
+happens at the delayed cycle ``now + wait``; prefetches themselves never wait.
+The waits are serial core stalls, so they enter the proxy apart from the
+windows: ``Proxy.mshr_wait`` sums them (`proxy_mshr_wait`), and the proxy's
+cycles are ``instructions * cpi0 + window stall + mshr_wait`` (`metrics`). To
+count no cycle twice, a waited demand's excess in its window is measured from
+the cycle it went on: ``latency - wait - L1D latency`` (its service time
+beyond the L1D; the wait itself is in ``mshr_wait`` only). Stores' waits count
+whatever ``stores`` says (they hold MSHRs too); ``stores`` only chooses whose
+excess enters the windows. Time stays int32: `run` also raises if the clock
+could reach `hierarchy.MAX_CYCLE` with every valid access waiting one full
+path ``lat_L1D + lat_L2 + lat_LLC + dram_latency`` (`feedback_time_bound`).
+
 >>> import numpy as np
 >>> from jaxsys.sims.cache import hierarchy, protocol, runner
 >>> config = hierarchy.CacheConfig.make(l1d=dict(sets=2, ways=2))
@@ -96,6 +119,7 @@ class ProxyParams(NamedTuple):
   rob: Any  # [] int32 instructions per window (the ROB size, Gaze's core: 352), >= 1
   stores: Any  # [] bool count stores' latency too (default False: they retire via the store buffer)
   feedback: Any = np.False_  # [] bool closed windows' stall delays the clock (module docstring)
+  mshr_stall: Any = np.False_  # [] bool demands wait for a free L1D MSHR (module docstring)
 
 
 DEFAULT_ROB = 352
@@ -110,9 +134,10 @@ class Proxy(NamedTuple):
   """
 
   window: jax.Array  # [] int32 id (instr // rob) of the current window; -1 before any counted access
-  window_max: jax.Array  # [] int32 largest excess latency (latency - L1D latency) in that window
+  window_max: jax.Array  # [] int32 largest excess (latency - wait - L1D latency) in that window
   stall_lo: jax.Array  # [] int32 low 24 bits of the sum of the closed windows' maxima
   stall_hi: jax.Array  # [] int32 the sum's higher bits (>> 24)
+  mshr_wait: jax.Array  # [] int32 sum of the demands' MSHR waits (0 unless mshr_stall)
 
 
 class SimState(NamedTuple):
@@ -122,7 +147,7 @@ class SimState(NamedTuple):
 
 
 def make_proxy_params(rob: int = DEFAULT_ROB, stores: bool = False,
-                      feedback: bool = False) -> ProxyParams:
+                      feedback: bool = False, mshr_stall: bool = False) -> ProxyParams:
   """Checked `ProxyParams` for the IPC proxy (numpy scalars).
 
   Args:
@@ -132,9 +157,13 @@ def make_proxy_params(rob: int = DEFAULT_ROB, stores: bool = False,
     feedback: the stall of closed windows delays the simulated clock
       (``now = floor(instr * cpi0) + closed stall``; module docstring). Default
       False: time is ``floor(instr * cpi0)``.
+    mshr_stall: a demand miss that finds every L1D MSHR reserved waits for the
+      first to free, and the waits delay the clock and add to the proxy's
+      cycles (module docstring). Default False: it takes that MSHR over at
+      once.
 
   >>> make_proxy_params(rob=128)
-  ProxyParams(rob=np.int32(128), stores=np.False_, feedback=np.False_)
+  ProxyParams(rob=np.int32(128), stores=np.False_, feedback=np.False_, mshr_stall=np.False_)
   """
   if isinstance(rob, bool) or not isinstance(rob, (int, np.integer)):
     raise TypeError(f"rob: expected an int (instructions per IPC-proxy window), given {rob!r}")
@@ -146,7 +175,10 @@ def make_proxy_params(rob: int = DEFAULT_ROB, stores: bool = False,
   if not isinstance(feedback, (bool, np.bool_)):
     raise TypeError(f"feedback: expected a bool (stall feedback into the clock), given"
                     f" {feedback!r}")
-  return ProxyParams(np.int32(rob), np.bool_(stores), np.bool_(feedback))
+  if not isinstance(mshr_stall, (bool, np.bool_)):
+    raise TypeError(f"mshr_stall: expected a bool (demands wait for a free L1D MSHR), given"
+                    f" {mshr_stall!r}")
+  return ProxyParams(np.int32(rob), np.bool_(stores), np.bool_(feedback), np.bool_(mshr_stall))
 
 
 def proxy_stall(proxy: Proxy) -> np.ndarray:
@@ -157,9 +189,14 @@ def proxy_stall(proxy: Proxy) -> np.ndarray:
   return (hi << _WIDE_BITS) + lo + np.asarray(proxy.window_max).astype(np.int64)
 
 
+def proxy_mshr_wait(proxy: Proxy) -> np.ndarray:
+  """The demands' total MSHR wait (numpy int64; 0 without ``mshr_stall``)."""
+  return np.asarray(proxy.mshr_wait).astype(np.int64)
+
+
 def init_proxy() -> Proxy:
   """An empty IPC-proxy accumulator."""
-  return Proxy(jnp.int32(-1), jnp.int32(0), jnp.int32(0), jnp.int32(0))
+  return Proxy(jnp.int32(-1), jnp.int32(0), jnp.int32(0), jnp.int32(0), jnp.int32(0))
 
 
 def closed_stall(proxy: Proxy, window: jax.Array) -> jax.Array:
@@ -190,7 +227,7 @@ def proxy_update(proxy: Proxy, window: jax.Array, excess: jax.Array,
   lo = lo & ((1 << _WIDE_BITS) - 1)
   window_max = jnp.where(counted, jnp.where(new, excess, jnp.maximum(proxy.window_max, excess)),
                          proxy.window_max)
-  return Proxy(jnp.where(counted, window, proxy.window), window_max, lo, hi)
+  return Proxy(jnp.where(counted, window, proxy.window), window_max, lo, hi, proxy.mshr_wait)
 
 
 # ----------------------------------------------------------------------------- traces
@@ -251,10 +288,10 @@ def check_trace(trace: TraceArrays, params: Params | None = None, *,
   N >= 1; integer block / pc / instr / is_store, bool valid; where valid,
   ``block >= 0``, ``instr >= 0`` and non-decreasing; the cycles
   ``instr * cpi0`` and the LRU clock stay inside int32; with `proxy` (and
-  `config`) whose ``feedback`` may be on, the cycles plus the largest stall
-  the closed windows could add (`feedback_time_bound`) stay below
-  `hierarchy.MAX_CYCLE`. Batched params / proxies are checked at their worst
-  value over the batch.
+  `config`) whose ``feedback`` or ``mshr_stall`` may be on, the cycles plus
+  the largest stall the closed windows and the MSHR waits could add
+  (`feedback_time_bound`) stay below `hierarchy.MAX_CYCLE`. Batched params /
+  proxies are checked at their worst value over the batch.
   """
   shapes = {name: np.shape(getattr(trace, name)) for name in TraceArrays._fields}
   shape = shapes["block"]
@@ -306,29 +343,45 @@ def check_trace(trace: TraceArrays, params: Params | None = None, *,
           f"trace.instr: the last instruction count {top} times cpi0 {float(np.max(cpi))}"
           f" exceeds {hierarchy.MAX_CYCLE} cycles (int32 time); rebase or split the trace")
   if params is not None and proxy is not None and config is not None:
-    feedback = proxy.feedback
-    if _is_concrete(feedback) and not np.any(np.asarray(feedback)):
+    feedback, waits = _maybe_on(proxy.feedback), _maybe_on(proxy.mshr_stall)
+    if not (feedback or waits):
       return
     bound = feedback_time_bound(trace, params, proxy, config)
     if bound >= hierarchy.MAX_CYCLE:
+      what = " and ".join(w for w, on in (("stall feedback", feedback), ("MSHR stalls", waits))
+                          if on)
+      terms = " plus ".join(t for t, on in (
+          ("(windows - 1) x the largest excess latency", feedback),
+          ("accesses x the longest MSHR wait", waits)) if on)
+      fixes = " or ".join(f for f, on in (("use a larger rob or feedback=False", feedback),
+                                            ("mshr_stall=False", waits)) if on)
       raise ValueError(
-          f"trace.instr: with stall feedback the clock could reach {bound} cycles"
-          f" (instr * cpi0 plus (windows - 1) x the largest excess latency), at least"
-          f" {hierarchy.MAX_CYCLE} (int32 time); split the trace, use a larger rob or"
-          f" feedback=False")
+          f"trace.instr: with {what} the clock could reach {bound} cycles"
+          f" (instr * cpi0 plus {terms}), at least {hierarchy.MAX_CYCLE} (int32 time);"
+          f" split the trace, {fixes}")
+
+
+def _maybe_on(flag: Any) -> bool:
+  """Whether a traced-or-concrete bool switch may be on somewhere in its batch."""
+  return not _is_concrete(flag) or bool(np.any(np.asarray(flag)))
 
 
 def feedback_time_bound(trace: TraceArrays, params: Params, proxy: ProxyParams,
                         config: CacheConfig) -> int:
-  """An upper bound (Python int) of the clock of a stall-feedback run.
+  """An upper bound (Python int) of the clock of a run with `proxy`'s stall
+  feedback and / or MSHR stalls.
 
-  ``floor(last instr * cpi0) + (windows - 1) * (lat_L2 + lat_LLC + dram_latency)``,
-  maxima over any batch: every data-ready cycle set at cycle t is at most
-  ``t + lat_L1D + lat_L2 + lat_LLC + dram_latency`` (the longest path; a late
-  or merged wait ends on such a cycle), so no access's excess latency exceeds
-  ``lat_L2 + lat_LLC + dram_latency``, and only windows holding a valid access
-  (``instr // rob``; the last one still open) add stall. Values not concrete
-  (traced) take their worst case.
+  ``floor(last instr * cpi0)``, plus with feedback (may be on)
+  ``(windows - 1) * (lat_L2 + lat_LLC + dram_latency)``, plus with
+  ``mshr_stall`` (may be on) ``accesses * (lat_L1D + lat_L2 + lat_LLC +
+  dram_latency)``, maxima over any batch: every data-ready cycle set at cycle
+  t is at most ``t + lat_L1D + lat_L2 + lat_LLC + dram_latency`` (the longest
+  path; a late or merged wait ends on such a cycle), so no access's excess
+  latency (measured after any MSHR wait) exceeds ``lat_L2 + lat_LLC +
+  dram_latency`` and no MSHR wait (until the first reserved MSHR's ready
+  cycle) exceeds the full path; only windows holding a valid access
+  (``instr // rob``; the last one still open) add stall, and only valid
+  accesses wait. Values not concrete (traced) take their worst case.
   """
   valid = np.asarray(trace.valid, bool)
   n = valid.shape[-1]
@@ -344,13 +397,18 @@ def feedback_time_bound(trace: TraceArrays, params: Params, proxy: ProxyParams,
   dram = (int(np.max(np.asarray(params.dram_latency))) if _is_concrete(params.dram_latency)
           else 2**20)
   excess = config.l2.latency + config.llc.latency + dram
-  robs = (np.unique(np.asarray(proxy.rob, np.int64)) if _is_concrete(proxy.rob)
-          else np.array([1], np.int64))
-  windows = 1
-  for rob in robs.tolist():
-    for ins, ok in zip(instr, valid):
-      windows = max(windows, int(np.unique(ins[ok] // rob).size))
-  return top + (windows - 1) * excess
+  bound = top
+  if _maybe_on(proxy.feedback):
+    robs = (np.unique(np.asarray(proxy.rob, np.int64)) if _is_concrete(proxy.rob)
+            else np.array([1], np.int64))
+    windows = 1
+    for rob in robs.tolist():
+      for ins, ok in zip(instr, valid):
+        windows = max(windows, int(np.unique(ins[ok] // rob).size))
+    bound += (windows - 1) * excess
+  if _maybe_on(proxy.mshr_stall):
+    bound += int(valid.sum(axis=-1).max()) * (config.l1d.latency + excess)
+  return bound
 
 
 def as_proxy_params(proxy: Any) -> ProxyParams | None:
@@ -365,9 +423,10 @@ def as_proxy_params(proxy: Any) -> ProxyParams | None:
       if np.any(rob < 1):
         raise ValueError(
             f"proxy.rob: expected >= 1 instructions per IPC-proxy window, given {rob.tolist()}")
-    if _is_concrete(proxy.feedback) and np.asarray(proxy.feedback).dtype != np.bool_:
-      raise TypeError(f"proxy.feedback: expected a bool, given dtype"
-                      f" {np.asarray(proxy.feedback).dtype}")
+    for name in ("feedback", "mshr_stall"):
+      flag = getattr(proxy, name)
+      if _is_concrete(flag) and np.asarray(flag).dtype != np.bool_:
+        raise TypeError(f"proxy.{name}: expected a bool, given dtype {np.asarray(flag).dtype}")
     return proxy
   if isinstance(proxy, (int, np.integer)) and not isinstance(proxy, bool):
     return make_proxy_params(rob=int(proxy))
@@ -415,15 +474,18 @@ def _candidates(prefetcher: Prefetcher, cand: Any) -> protocol.Candidates:
 
 
 def step(state: SimState, access: TraceArrays, params: Params, *, config: CacheConfig,
-         prefetcher: Prefetcher, now: jax.Array | None = None) -> tuple[SimState, jax.Array]:
+         prefetcher: Prefetcher, now: jax.Array | None = None,
+         mshr_stall: jax.Array | bool = False) -> tuple[SimState, jax.Array]:
   """One trace access (`_step` without the demand outcome); see `_step`."""
-  state, code, _ = _step(state, access, params, config=config, prefetcher=prefetcher, now=now)
+  state, code, _ = _step(state, access, params, config=config, prefetcher=prefetcher, now=now,
+                         mshr_stall=mshr_stall)
   return state, code
 
 
 def _step(state: SimState, access: TraceArrays, params: Params, *, config: CacheConfig,
-          prefetcher: Prefetcher,
-          now: jax.Array | None = None) -> tuple[SimState, jax.Array, hierarchy.Outcome]:
+          prefetcher: Prefetcher, now: jax.Array | None = None,
+          mshr_stall: jax.Array | bool = False
+          ) -> tuple[SimState, jax.Array, hierarchy.Outcome]:
   """One trace access: the demand access, the prefetcher's train and issue, the
   accepted prefetches (see `protocol`).
 
@@ -433,6 +495,8 @@ def _step(state: SimState, access: TraceArrays, params: Params, *, config: Cache
     params: `hierarchy.Params`.
     config, prefetcher: static.
     now: the access's cycle if already known (default `hierarchy.cycle_of`).
+    mshr_stall: [] bool (traced): the demand waits for a free L1D MSHR
+      (``outcome.wait``); the prefetcher then runs at ``now + wait``.
 
   Returns:
     ``(state, code, outcome)``: the int8 step code (module docstring) and the
@@ -444,7 +508,8 @@ def _step(state: SimState, access: TraceArrays, params: Params, *, config: Cache
   valid = jnp.asarray(access.valid, jnp.bool_)
   now = hierarchy.cycle_of(instr, params) if now is None else jnp.asarray(now, jnp.int32)
   cache, out = hierarchy.access(state.cache, block, is_store, now, params, config, instr=instr,
-                                active=valid)
+                                active=valid, mshr_stall=mshr_stall)
+  now = now + out.wait  # a demand that waited for an MSHR: the core goes on from then
   load = valid & ~is_store
   seen = Access(block=block, pc_hash=jnp.asarray(access.pc_hash, jnp.int32), is_store=is_store,
                 instr=instr, valid=valid, load=load, level=out.level, pf_hit=out.pf_hit,
@@ -507,15 +572,20 @@ def replay(trace: TraceArrays, params: Params, proxy: ProxyParams | None = None,
   def body(state, x):
     access = TraceArrays(block=x[0], pc_hash=x[1], is_store=x[2], instr=x[3], valid=x[4] != 0)
     now = x[5]
+    mshr_stall = False
     if proxy is not None:  # stall feedback: the closed windows' stall delays the clock
       now = now + jnp.where(jnp.asarray(proxy.feedback, jnp.bool_),
                             closed_stall(state.proxy, x[6]), 0)
+      # MSHR stall: the earlier demands' waits (0 when off).
+      now = now + state.proxy.mshr_wait
+      mshr_stall = jnp.asarray(proxy.mshr_stall, jnp.bool_)
     state, code, out = _step(state, access, params, config=config, prefetcher=prefetcher,
-                             now=now)
+                             now=now, mshr_stall=mshr_stall)
     if proxy is not None:
       counted = access.valid & ((access.is_store == 0) | jnp.asarray(proxy.stores, jnp.bool_))
-      state = state._replace(
-          proxy=proxy_update(state.proxy, x[6], out.latency - l1d_latency, counted))
+      # The window's excess is measured after the wait (the wait is in mshr_wait).
+      p = proxy_update(state.proxy, x[6], out.latency - out.wait - l1d_latency, counted)
+      state = state._replace(proxy=p._replace(mshr_wait=p.mshr_wait + out.wait))
     return state, (code if codes else None)
 
   state = init(config, params, prefetcher)
@@ -541,8 +611,9 @@ def run(trace: Any, config: CacheConfig, params: Params,
     proxy: `ProxyParams` (`make_proxy_params`) or an int ROB size: also
       accumulate the IPC proxy's interval-model stall (``final.proxy``, a
       `Proxy`), and with ``feedback=True`` let the closed windows' stall
-      delay the clock (module docstring); None (default): ``final.proxy`` is
-      None and time is ``floor(instr * cpi0)``.
+      delay the clock, with ``mshr_stall=True`` let demands wait for a free
+      L1D MSHR (module docstring); None (default): ``final.proxy`` is None
+      and time is ``floor(instr * cpi0)``.
 
   Returns:
     ``(final SimState, codes_N)``. `hierarchy.counters` / `hierarchy.summarize`

@@ -14,16 +14,16 @@ unsharded run.
 
 A parameter dict holds the prefetcher's ``make_params`` keywords plus,
 optionally, the hierarchy's (``cpi0``, ``dram_latency``) and the IPC proxy's
-(``rob``, ``proxy_stores``, ``feedback``: stall feedback into the clock, see
-`runner`); every dict must name the same keys. Keys a dict leaves out take
+(``rob``, ``proxy_stores``, ``feedback``: stall feedback into the clock,
+``mshr_stall``: demands wait for a free L1D MSHR, see `runner`); every dict must name the same keys. Keys a dict leaves out take
 `sweep`'s keyword defaults. All of them are traced: configurations with and
-without feedback share the one program.
+without feedback or MSHR stalls share the one program.
 
 **The baseline in the same program.** The prefetcher is wrapped
 (`switchable`) with a traced on/off flag: "off" rows run the prefetcher's
 train / issue but drop every candidate, which leaves the cache exactly as the
 ``none`` prefetcher would (a tested identity), so each distinct (cpi0,
-dram_latency, rob, proxy_stores, feedback) gets one baseline row per trace in
+dram_latency, rob, proxy_stores, feedback, mshr_stall) gets one baseline row per trace in
 the same batch and the whole sweep is one compile.
 
 **Speed on XLA:CPU** (jax 0.10.2, 2 shared cores, 4 emulated devices; 8
@@ -65,7 +65,7 @@ from .protocol import Prefetcher
 from .runner import SimState
 
 HIERARCHY_KEYS = ("cpi0", "dram_latency")
-PROXY_KEYS = ("rob", "proxy_stores", "feedback")
+PROXY_KEYS = ("rob", "proxy_stores", "feedback", "mshr_stall")
 _AXIS = "batch"
 _LOWERING_EVENT = "/jax/core/compile/jaxpr_to_mlir_module_duration"
 
@@ -256,7 +256,7 @@ def _config_params(param_dicts: Sequence[Mapping[str, Any]], prefetcher: Prefetc
       p = hierarchy.make_params(cpi0=own["cpi0"], dram_latency=own["dram_latency"],
                                 prefetcher=pparams)
       x = runner.make_proxy_params(rob=own["rob"], stores=own["proxy_stores"],
-                                   feedback=own["feedback"])
+                                   feedback=own["feedback"], mshr_stall=own["mshr_stall"])
     except (TypeError, ValueError) as e:
       raise type(e)(f"param_dicts[{i}]: {e}") from e
     if params:
@@ -289,7 +289,7 @@ def sweep(traces: Sequence[Any], config: CacheConfig, prefetcher: Prefetcher,
           param_dicts: Sequence[Mapping[str, Any]], *, baseline: bool = True,
           devices: Any = None, cpi0: Any = 1, dram_latency: int = hierarchy.DEFAULT_DRAM_LATENCY,
           rob: int = runner.DEFAULT_ROB, proxy_stores: bool = False, feedback: bool = False,
-          length: int | None = None,
+          mshr_stall: bool = False, length: int | None = None,
           names: Sequence[str] | None = None, batch_size: int | str | None = "auto") -> SweepResult:
   """Runs every (configuration, trace) pair, and the baselines, as one compiled program.
 
@@ -302,13 +302,14 @@ def sweep(traces: Sequence[Any], config: CacheConfig, prefetcher: Prefetcher,
       configuration).
     param_dicts: C dicts, each ``prefetcher.make_params`` keywords plus
       optional ``cpi0``, ``dram_latency``, ``rob``, ``proxy_stores``,
-      ``feedback``; all with the same keys.
+      ``feedback``, ``mshr_stall``; all with the same keys.
     baseline: also run each trace without prefetching (per distinct cpi0 /
       DRAM latency / proxy settings), for coverage, traffic and speedup.
     devices: None (every device), a count, or a list of devices; with more
       than one the batch axis is sharded over them.
-    cpi0, dram_latency, rob, proxy_stores, feedback: defaults for keys a dict
-      omits (feedback: `runner.make_proxy_params`'s stall feedback, default off).
+    cpi0, dram_latency, rob, proxy_stores, feedback, mshr_stall: defaults for
+      keys a dict omits (feedback, mshr_stall: `runner.make_proxy_params`'s
+      stall feedback and MSHR stalls, default off).
     length: pad traces to this length (default the longest): sweeps over other
       traces of at most this length then reuse the compiled program.
     names: T trace labels for the rows (default each trace's ``name`` or
@@ -341,7 +342,7 @@ def sweep(traces: Sequence[Any], config: CacheConfig, prefetcher: Prefetcher,
   if names is not None and len(names) != len(traces):
     raise ValueError(f"names: expected {len(traces)} labels (one per trace), given {len(names)}")
   defaults = dict(cpi0=cpi0, dram_latency=dram_latency, rob=rob, proxy_stores=proxy_stores,
-                  feedback=feedback)
+                  feedback=feedback, mshr_stall=mshr_stall)
   params, proxies = _config_params(param_dicts, prefetcher, defaults)
   devs = _devices(devices)
 
@@ -361,7 +362,7 @@ def sweep(traces: Sequence[Any], config: CacheConfig, prefetcher: Prefetcher,
     seen: dict[tuple, int] = {}
     for c, (p, x) in enumerate(zip(params, proxies)):
       key = tuple(int(v) for v in (p.cpi0_num, p.cpi0_den, p.dram_latency, x.rob, x.stores,
-                                   x.feedback))
+                                   x.feedback, x.mshr_stall))
       if key not in seen:
         seen[key] = len(rows)
         rows.append(p._replace(prefetcher=SwitchParams(np.bool_(False), p.prefetcher)))
