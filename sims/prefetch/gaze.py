@@ -18,12 +18,16 @@ serves a whole sweep of PT sizes, region sizes, stride degrees and SS on/off.
 * AT, accumulation table: 64 entries, 8 x 8, LRU, same set index. Entry:
   region, trigger, second offset, PC, footprint (R bits), last offset, last
   stride, flags ``missed_in_pt`` and ``con``. (The artifact's per-offset order
-  stamps are never read, so they are not kept.)
+  stamps are never read, so they are not kept.) A footprint slot holds 0, or
+  for a set bit the footprint's size: "every block accessed" is then one
+  element, not a reduction (see *Speed*).
 * PT, pattern table: ``pt_entries`` (default 256) as ``pt_entries / 4`` sets x 4
   ways, LRU. Key ``k = second * R + trigger``; set ``k & (sets - 1)``, tag
   ``k >> log2(sets)``: with R = 64 and 64 sets, set = trigger offset and tag =
   second offset, as in the artifact. Payload: the trained footprint (1 bit per
-  offset: training stores footprints, so the PT's levels are always "L1D").
+  offset: training stores footprints, so the PT's levels are always "L1D"),
+  stored like the AT's (a set slot holds the size). A footprint always holds
+  its key's t and s, so "a bit besides t and s" is a size above 2 at slot t.
 * PB, prefetch buffer: 32 entries, 4 sets (``r & 3``) x 8 ways, LRU. Per offset
   a 2-bit fill level (0 nothing, 1 L1D, 2 L2) and a 2-bit source tag (0 stride,
   1 PT, 2 SS bulk, 3 promote; the artifact's prefetch metadata, used here only
@@ -87,6 +91,16 @@ defaults (Rmax = 64, max PT 1024) about 0.3 MB, with Rmax = 1024 about 4.4 MB
 (a vmapped sweep holds one per config). `storage_bits` gives the hardware
 budget (4.42 KiB by default vs the reported 4.46 KB).
 
+**Speed** (XLA:CPU; see `hierarchy`'s "Speed on XLA:CPU"): each kernel in the
+runner's scan body costs ~0.1-0.2 us and each element a fused loop touches a
+few ns, so a step reads only what it needs in two materialised reads (headers
+first, then the selected rows), finds ways with variadic reductions (one per
+read), loads its scalar decisions from a small vector computed once (a scalar
+used by several kernels would otherwise be recomputed per element), ranks the
+drain order with one sum over [Rmax + 3, Rmax + 2] (a sort or a cumsum costs more on
+XLA:CPU) and writes single rows or elements in place: Gaze adds ~20 kernels to
+the runner's step.
+
 **Statistics** (``state.stats``, names `STATS`): loads, FT inserts, PT lookups
 and hits, SS lookups and bulk predictions, stride triggers, AT evictions, PT
 writes, full streaming regions, PB evictions, issued prefetches by source.
@@ -132,9 +146,9 @@ STATS = ("loads", "ft_inserts", "pt_lookups", "pt_hits", "ss_lookups", "ss_bulk"
 (S_LOADS, S_FT_INSERTS, S_PT_LOOKUPS, S_PT_HITS, S_SS_LOOKUPS, S_SS_BULK, S_STRIDE_TRIGGERS,
  S_AT_EVICTIONS, S_PT_WRITES, S_SS_FULL, S_PB_EVICTIONS, S_ISSUED) = range(12)
 
-# Row fields. FT [8, 8, 4]; AT [8, 8, 8 + Rmax] (then the footprint, 0/1);
-# PT [S, 4, 2 + Rmax] (then the pattern, 0/1); PB [4, 8, 2 + Rmax] (then per
-# offset level | source << 2).
+# Row fields. FT [8, 8, 4]; AT [8, 8, 8 + Rmax] (then the footprint: per offset 0,
+# or the footprint's size if set); PT [S, 4, 2 + Rmax] (then the pattern, the
+# same way); PB [4, 8, 2 + Rmax] (then per offset level | source << 2).
 FT_TAG, FT_TRIG, FT_PC, FT_RRPV = range(4)
 AT_TAG, AT_TRIG, AT_SECOND, AT_PC, AT_LAST_OFF, AT_LAST_STRIDE, AT_FLAGS, AT_LRU = range(8)
 AT_FIELDS = 8
@@ -311,20 +325,28 @@ def fold_set(region: jax.Array) -> jax.Array:
   return out
 
 
-def _lru_victim(valid_W: jax.Array, lru_W: jax.Array) -> jax.Array:
-  """[] int32 the first invalid way, else the smallest stamp."""
-  key = jnp.where(valid_W, lru_W, jnp.int32(-(2**31)))
-  return jnp.argmin(key).astype(jnp.int32)
+def _row(rows_WF: jax.Array, way: jax.Array) -> jax.Array:
+  return jax.lax.dynamic_index_in_dim(rows_WF, way.astype(jnp.uint32), axis=0, keepdims=False)
 
 
-def _first(mask_W: jax.Array) -> jax.Array:
-  return jnp.argmax(mask_W).astype(jnp.int32)
+def _at(row_F: jax.Array, i: jax.Array) -> jax.Array:
+  """[] element `i` (0 <= i < F) of a row."""
+  return jax.lax.dynamic_index_in_dim(row_F, _i32(i).astype(jnp.uint32), keepdims=False)
 
 
-def _pick(rows_WF: jax.Array, way: jax.Array) -> jax.Array:
-  """[F] the row of `way` (a masked sum: one fused kernel)."""
-  sel = jnp.arange(rows_WF.shape[0], dtype=jnp.int32) == way
-  return jnp.sum(jnp.where(sel[:, None], rows_WF, 0), axis=0)
+def _el(rows_WF: jax.Array, way: jax.Array, field: Any) -> jax.Array:
+  """[] element (way, field) of a [W, F] array (one read, no row copy)."""
+  idx = (_i32(way).astype(jnp.uint32), _i32(field).astype(jnp.uint32))
+  return jax.lax.dynamic_slice(rows_WF, idx, (1, 1))[0, 0]
+
+
+def _select(lane: np.ndarray, values: list[Any], default: jax.Array) -> jax.Array:
+  """[F] ``values[i]`` at lane i < len(values), `default` elsewhere (selects, not a
+  concatenation: XLA:CPU fuses a concatenation of at most 8 pieces)."""
+  out = default
+  for i, value in enumerate(values):
+    out = jnp.where(lane == i, _i32(value), out)
+  return out
 
 
 def _put(rows_WF: jax.Array, way: jax.Array, row_F: jax.Array, do: jax.Array) -> jax.Array:
@@ -332,219 +354,329 @@ def _put(rows_WF: jax.Array, way: jax.Array, row_F: jax.Array, do: jax.Array) ->
   return jnp.where(sel[:, None], row_F[None, :], rows_WF)
 
 
-def _read(table: jax.Array, index: jax.Array, opaque_one: jax.Array) -> jax.Array:
-  row = jax.lax.dynamic_index_in_dim(table, index, axis=0, keepdims=False)
-  return jax.lax.div(row, opaque_one)  # materialised once (hierarchy's speed note)
+def _read(table: jax.Array, index: jax.Array) -> jax.Array:
+  return jax.lax.dynamic_index_in_dim(table, index.astype(jnp.uint32), axis=0, keepdims=False)
 
 
 def _write(table: jax.Array, index: jax.Array, row: jax.Array) -> jax.Array:
-  return jax.lax.dynamic_update_index_in_dim(table, row, index, axis=0)
+  return jax.lax.dynamic_update_index_in_dim(table, row, index.astype(jnp.uint32), axis=0)
+
+
+def _write_row(table: jax.Array, index: jax.Array, way: jax.Array, row: jax.Array,
+               field: int = 0) -> jax.Array:
+  """`row` (or one element) into ``table[index, way, field:]`` in place."""
+  u = jnp.uint32
+  return jax.lax.dynamic_update_slice(table, jnp.reshape(row, (1, 1, -1)),
+                                      (index.astype(u), way.astype(u), u(field)))
+
+
+INT32_MIN = -(2**31)
+_BIG = 2**31 - 1  # above every key
+
+
+def _argmin_rows(key_NW: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """([N] smallest key, [N] its first way) of each row: one variadic reduction."""
+  way_NW = jnp.broadcast_to(jnp.arange(key_NW.shape[1], dtype=jnp.int32), key_NW.shape)
+
+  def reducer(x, y):
+    take_x = (x[0] < y[0]) | ((x[0] == y[0]) & (x[1] < y[1]))
+    return jnp.where(take_x, x[0], y[0]), jnp.where(take_x, x[1], y[1])
+
+  big = jnp.int32(_BIG)
+  return jax.lax.reduce((key_NW, way_NW), (big, big), reducer, (1,))
+
+
+def _sum_rows(x_NM: jax.Array) -> jax.Array:
+  """[N] row sums in one kernel. XLA:CPU splits a plain sum over more than 32
+  elements into two kernels, but not a variadic reduction: the two halves of each
+  row are summed as two operands."""
+  first = np.arange(x_NM.shape[1]) < x_NM.shape[1] // 2
+
+  def reducer(x, y):
+    return x[0] + y[0], x[1] + y[1]
+
+  zero = jnp.int32(0)
+  lo, hi = jax.lax.reduce((jnp.where(first, x_NM, 0), jnp.where(first, 0, x_NM)), (zero, zero),
+                          reducer, (1,))
+  return lo + hi
+
+
+def _materialise(opaque_one: jax.Array, **scalars: jax.Array) -> dict[str, jax.Array]:
+  """The scalars computed once, in one small kernel (an int32 vector divided by
+  an opaque 1): consumers load them instead of re-deriving them per element."""
+  names = list(scalars)
+  vec = jax.lax.div(_select(np.arange(len(names)), [scalars[k] for k in names],
+                            jnp.zeros((len(names),), jnp.int32)), opaque_one)
+  return {k: vec[i] for i, k in enumerate(names)}
 
 
 def _issue(mode: str, Rm: int, K: int, pstate: GazeState, cache_state: Any, access: Access,
            now: jax.Array, budget: jax.Array, pp: GazeParams) -> tuple[GazeState, Candidates]:
-  """Steps 1-4 of the module docstring for one access (masked by ``access.load``)."""
+  """Steps 1-4 of the module docstring for one access (masked by ``access.load``).
+
+  Written for few kernels (see "Speed" in the module docstring), in stages: the
+  FT row and the AT / PB headers (one read), their ways (one reduction), the
+  scalar decisions (one small vector); the AT hit / victim rows, the PB row and
+  both PT rows (one read), the PT ways (one reduction), the decisions (one
+  vector); the drain ranks and the candidates (two sums); then one row (or
+  element) written per table update.
+  """
   del cache_state, now
-  load = jnp.asarray(access.load, jnp.bool_)
   regs = pstate.regs
   opaque_one = 1 + (regs[R_TICK] < 0).astype(jnp.int32)
   R = _i32(pp.region_blocks)
-  shift = jax.lax.population_count(R - 1)
   pt_sets = _i32(pp.pt_entries) // PT_WAYS
-  pt_shift = jax.lax.population_count(pt_sets - 1)
   degree = _i32(pp.degree)
   lookahead = _i32(pp.lookahead)
   ss_on = jnp.asarray(pp.ss_enabled, jnp.bool_)
   block = _i32(access.block)
+  r0 = block >> jax.lax.population_count(R - 1)
+  c = _materialise(opaque_one, load=access.load, r=r0, o=block & (R - 1), fa_set=fold_set(r0),
+                   pb_set=r0 & (PB_SETS - 1), pt_shift=jax.lax.population_count(pt_sets - 1))
+  load = c["load"] != 0
+  r, o, fa_set, pb_set, pt_shift = c["r"], c["o"], c["fa_set"], c["pb_set"], c["pt_shift"]
   pc = _i32(access.pc_hash)
-  r = block >> shift
-  o = block & (R - 1)
-  base = block - o
   tick = regs[R_TICK]
   stamp0, stamp1 = 2 * tick, 2 * tick + 1
-  off_R = jnp.arange(Rm, dtype=jnp.int32)
-  in_R = off_R < R
-  oh_o = off_R == o
+  AF, PF = AT_FIELDS + Rm, X_FIELDS + Rm
+  lane_A, lane_P = np.arange(AF), np.arange(PF)
+  off_A, off_P = lane_A - AT_FIELDS, lane_P - X_FIELDS  # the offset of a footprint slot
   n_stat = len(STATS)
   inc = [jnp.int32(0)] * n_stat
 
-  # ---- FT and AT rows (same set index).
-  fa_set = fold_set(r)
-  ft_W4 = _read(pstate.ft, fa_set, opaque_one)
-  at_WF = _read(pstate.at, fa_set, opaque_one)
-  at_hit_W = at_WF[:, AT_TAG] == r
-  at_hit = load & jnp.any(at_hit_W)
-  ft_hit_W = ft_W4[:, FT_TAG] == r
-  ft_hit = load & ~at_hit & jnp.any(ft_hit_W)
-  ft_way = _first(ft_hit_W)
-  f = _pick(ft_W4, ft_way)
-  case_insert = load & ~at_hit & ~ft_hit
-  case_second = ft_hit & (o != f[FT_TRIG])
-  case_again = ft_hit & (o == f[FT_TRIG])
+  # ---- Read 1: the FT row and the AT / PB row headers (same FT / AT set),
+  # stacked, materialised by a division by an opaque 1; one scan of the ways:
+  # FT hit, FT victim, AT hit, AT victim, PB hit, PB victim (the first way at the
+  # smallest key).
+  def pad(x, width):
+    return jnp.concatenate([x, np.zeros(x.shape[:-1] + (width - x.shape[-1],), np.int32)],
+                           axis=-1)
 
-  # ---- 1. AT hit: footprint, stride engine.
-  at_way_hit = _first(at_hit_W)
-  e = _pick(at_WF, at_way_hit)
-  fp_R = e[AT_FIELDS:]
-  is_new = at_hit & ~jnp.any(oh_o & (fp_R != 0))
-  stride = o - e[AT_LAST_OFF]
-  e_con = (e[AT_FLAGS] & CON) != 0
-  armed = is_new & ((e[AT_FLAGS] & (MISSED | CON)) != 0) & (stride == e[AT_LAST_STRIDE])
-  i_D = jnp.arange(1, MAX_DEGREE + 1, dtype=jnp.int32)
-  tgt_D = o + (lookahead + i_D) * stride
-  ok_D = armed & (i_D <= degree) & (tgt_D >= 0) & (tgt_D < R)
-  hit_DR = ok_D[:, None] & (tgt_D[:, None] == off_R[None, :])
-  stride_R = jnp.any(hit_DR, axis=0) & (fp_R == 0) & ~oh_o
-  any_stride = jnp.any(stride_R)
-  e_new = jnp.concatenate([
-      e[:AT_LAST_OFF],
-      jnp.where(is_new, jnp.stack([o, stride]), e[AT_LAST_OFF:AT_LAST_STRIDE + 1]),
-      e[AT_FLAGS:AT_LRU], stamp0[None],
-      jnp.where(oh_o, 1, fp_R)])
-  inc[S_STRIDE_TRIGGERS] = any_stride.astype(jnp.int32)
+  hdr_3W8 = jax.lax.div(jnp.stack([
+      pad(_read(pstate.ft, fa_set), AT_FIELDS), _read(pstate.at, fa_set)[:, :AT_FIELDS],
+      pad(_read(pstate.pb, pb_set)[:, :X_FIELDS], AT_FIELDS)]), opaque_one)
+  ft_W4, at_W8, pb_W2 = hdr_3W8[0, :, :4], hdr_3W8[1], hdr_3W8[2, :, :X_FIELDS]
+  ft_tag, at_tag, pb_tag = ft_W4[:, FT_TAG], at_W8[:, AT_TAG], pb_W2[:, X_TAG]
+  vkey, vway = _argmin_rows(jnp.stack([
+      jnp.where(ft_tag == r, 0, 1),
+      jnp.where(ft_tag >= 0, 3 - ft_W4[:, FT_RRPV], -1),  # SRRIP: the largest RRPV
+      jnp.where(at_tag == r, 0, 1),
+      jnp.where(at_tag >= 0, at_W8[:, AT_LRU], INT32_MIN),
+      jnp.where(pb_tag == r, 0, 1),
+      jnp.where(pb_tag >= 0, pb_W2[:, X_LRU], INT32_MIN)]))
 
-  # ---- 3. second access: SS module or PT lookup.
-  t = f[FT_TRIG]
-  s = o
-  trig_pc = f[FT_PC]
-  deque = regs[R_DEQUE:R_STATS]
+  # The decisions the headers give (the FT, the SS module, the PT keys), as scalars.
+  at_hit = load & (vkey[2] == 0)
+  ft_hit = load & ~at_hit & (vkey[0] == 0)
+  pb_hit = load & (vkey[4] == 0)
+  ft_way, at_hway, at_vway = vway[0], vway[2], vway[3]
+  t = _el(ft_W4, ft_way, FT_TRIG)
+  trig_pc = _el(ft_W4, ft_way, FT_PC)
+  case_second = ft_hit & (o != t)
   cnt = regs[R_CON]
-  is_ss = case_second & ss_on & (t == 0) & (s == 1)
-  in_deque = jnp.any(deque == ((trig_pc >> 8) & 63))
+  is_ss = case_second & ss_on & (t == 0) & (o == 1)
+  h = (trig_pc >> 8) & 63
+  in_deque = functools.reduce(jnp.logical_or, [regs[R_DEQUE + i] == h for i in range(DEQUE_LEN)])
   ss_l1 = is_ss & ((cnt == CON_MAX) | in_deque)
-  ss_l2 = is_ss & ~ss_l1 & (cnt > 2)
-  ss_lvl_R = jnp.where(ss_l1, jnp.where(off_R < SS_L1_SPAN, 1, 2),
-                       jnp.where(ss_l2 & (off_R < SS_L1_SPAN), 2, 0))
-  key = s * R + t
-  p_set = key & (pt_sets - 1)
-  p_tag = key >> pt_shift
-  pt_A = _read(pstate.pt, p_set, opaque_one)
-  match_W = pt_A[:, X_TAG] == p_tag
-  p_way = _first(match_W)
-  pat_R = _pick(pt_A, p_way)[X_FIELDS:]
-  key_R = (off_R == t) | (off_R == s)
+  key = o * R + t
+  v_trig, v_second = _el(at_W8, at_vway, AT_TRIG), _el(at_W8, at_vway, AT_SECOND)
+  v_key = v_second * R + v_trig
+  v_ss = ss_on & (v_trig == 0) & (v_second == 1)
+  evict = case_second & (vkey[3] != INT32_MIN)
+  e_flags = _el(at_W8, at_hway, AT_FLAGS)
+  c = _materialise(
+      opaque_one, at_hit=at_hit, ft_hit=ft_hit, ft_way=ft_way, at_hway=at_hway, at_vway=at_vway,
+      at_way=jnp.where(at_hit, at_hway, at_vway),
+      e_last_off=_el(at_W8, at_hway, AT_LAST_OFF), e_last_stride=_el(at_W8, at_hway,
+                                                                     AT_LAST_STRIDE),
+      e_armable=(e_flags & (MISSED | CON)) != 0, e_con=(e_flags & CON) != 0,
+      t=t, trig_pc=trig_pc, case_second=case_second,
+      case_insert=load & ~at_hit & ~ft_hit, case_again=ft_hit & (o == t), is_ss=is_ss,
+      ss_l1=ss_l1, ss_l2=is_ss & ~ss_l1 & (cnt > 2), p_set=key & (pt_sets - 1),
+      p_tag=key >> pt_shift, t_set=v_key & (pt_sets - 1), t_tag=v_key >> pt_shift,
+      evict=evict, train_ss=evict & v_ss, train_pt=evict & ~v_ss, v_trig=v_trig,
+      v_pc=_el(at_W8, at_vway, AT_PC), ft_vkey=vkey[1], ft_vway=vway[1],
+      pb_hit=pb_hit, pb_way=jnp.where(pb_hit, vway[4], vway[5]),
+      pb_evictable=vkey[5] != INT32_MIN)
+  b = {k: c[k] != 0 for k in ("at_hit", "ft_hit", "e_armable", "e_con", "case_second",
+                              "case_insert", "case_again", "is_ss", "ss_l1", "ss_l2", "evict",
+                              "train_ss", "train_pt", "pb_hit", "pb_evictable")}
+  at_hit, case_second, is_ss, t = b["at_hit"], b["case_second"], b["is_ss"], c["t"]
+  p_set, t_set, at_way, pb_way = c["p_set"], c["t_set"], c["at_way"], c["pb_way"]
+  stride = o - c["e_last_off"]
+
+  # ---- Read 2: the AT hit's and victim's rows, the PB row, both PT rows (the
+  # lookup's and the training key's: the old PT, row B is row A when the sets
+  # agree); one scan of the PT ways: the lookup's way, the training key's way, and
+  # the training victim with and without the lookup's LRU touch.
+  u = jnp.uint32
+  rows = jax.lax.div(jnp.concatenate([
+      jax.lax.dynamic_slice(pstate.at, (fa_set.astype(u), c["at_hway"].astype(u), u(0)),
+                            (1, 1, AF))[0],
+      jax.lax.dynamic_slice(pstate.at, (fa_set.astype(u), c["at_vway"].astype(u), u(0)),
+                            (1, 1, AF))[0],
+      pad(jax.lax.dynamic_slice(pstate.pb, (pb_set.astype(u), pb_way.astype(u), u(0)),
+                                (1, 1, PF))[0], AF),
+      pad(_read(pstate.pt, p_set), AF), pad(_read(pstate.pt, t_set), AF)]), opaque_one)
+  e_A, v_A, pb_old = rows[0], rows[1], rows[2, :PF]
+  same = t_set == p_set
+  pt_A = rows[3:3 + PT_WAYS, :PF]
+  pt_B0 = jnp.where(same, pt_A, rows[3 + PT_WAYS:, :PF])
+  match_A = pt_A[:, X_TAG] == c["p_tag"]  # at most one way: tags are unique in a set
+  b_lru = jnp.where(pt_B0[:, X_TAG] >= 0, pt_B0[:, X_LRU], INT32_MIN)
+  pkey, pway = _argmin_rows(jnp.stack([
+      jnp.where(match_A, 0, 1),
+      jnp.where(pt_B0[:, X_TAG] == c["t_tag"], 0, 1),
+      b_lru,
+      jnp.where(same & match_A, stamp0, b_lru)]))
+
+  # Step 1 (AT hit: footprint, stride engine) and the PT lookup, as scalars. A
+  # footprint slot holds 0 or the footprint's size (so "full" is one element,
+  # not a reduction); so does a stored pattern, which also holds its key's
+  # offsets t and s (a footprint starts as {t, s}): "a bit besides t and s" is a
+  # size above 2.
+  fp_A = e_A[AT_FIELDS:]
+  is_new = at_hit & (_at(fp_A, o) == 0)
+  armed = is_new & b["e_armable"] & (stride == c["e_last_stride"])
+  any_stride = jnp.asarray(False)
+  for i in range(1, MAX_DEGREE + 1):
+    tgt = o + (lookahead + i) * stride
+    ok = armed & (i <= degree) & (tgt >= 0) & (tgt < R)
+    any_stride = any_stride | (ok & (_at(fp_A, jnp.clip(tgt, 0, Rm - 1)) == 0) & (tgt != o))
+  p_way = pway[0]
   pt_lookup = case_second & ~is_ss
-  pt_hit = pt_lookup & jnp.any(match_W) & jnp.any((pat_R != 0) & ~key_R)
-  con = ss_l1 | ss_l2
+  pt_hit = pt_lookup & (pkey[0] == 0) & (_el(pt_A, p_way, X_FIELDS + t) > 2)
+  con = b["ss_l1"] | b["ss_l2"]
+  any_fill = case_second & (con | pt_hit)  # R >= 8: a bulk always leaves offsets 2..7
+  write = any_fill | (at_hit & any_stride)
+  c2 = _materialise(
+      opaque_one, p_way=p_way, pt_hit=pt_hit, any_fill=any_fill, write=write,
+      present=b["pb_hit"] | write, is_new=is_new, armed=armed, any_stride=any_stride,
+      fp_size=_at(fp_A, c["e_last_off"]),  # the last offset is always in the footprint
+      full=_at(v_A[AT_FIELDS:], c["v_trig"]) == R,  # so is the trigger
+      t_way=jnp.where(pkey[1] == 0, pway[1], jnp.where(same & pt_hit, pway[3], pway[2])))
+  p_way, t_way = c2["p_way"], c2["t_way"]
+  pt_hit, any_fill, write, present, is_new = (
+      c2[k] != 0 for k in ("pt_hit", "any_fill", "write", "present", "is_new"))
+  pb_hit = b["pb_hit"]
   missed = ~con & ~pt_hit
-  fill_R = jnp.where(is_ss, ss_lvl_R | (SRC_SS << 2),
-                     jnp.where(pt_hit & (pat_R != 0), 1 | (SRC_PT << 2), 0))
-  fill_R = jnp.where(key_R | ~in_R, 0, fill_R)
-  any_fill = case_second & jnp.any(fill_R != 0)
-  pt_A_new = jnp.where((jnp.arange(PT_WAYS, dtype=jnp.int32) == p_way)[:, None]
-                       & (np.arange(X_FIELDS + Rm) == X_LRU)[None, :] & pt_hit,
-                       stamp0, pt_A)
+  inc[S_STRIDE_TRIGGERS] = c2["any_stride"]
   inc[S_PT_LOOKUPS] = pt_lookup.astype(jnp.int32)
-  inc[S_PT_HITS] = pt_hit.astype(jnp.int32)
-  inc[S_SS_LOOKUPS] = is_ss.astype(jnp.int32)
+  inc[S_PT_HITS] = c2["pt_hit"]
+  inc[S_SS_LOOKUPS] = c["is_ss"]
   inc[S_SS_BULK] = con.astype(jnp.int32)
 
-  # AT insertion and its victim.
-  at_valid_W = at_WF[:, AT_TAG] >= 0
-  at_vway = _lru_victim(at_valid_W, at_WF[:, AT_LRU])
-  v = _pick(at_WF, at_vway)
-  evict = case_second & jnp.any(at_valid_W & (jnp.arange(AT_WAYS) == at_vway))
-  flags = jnp.where(missed, MISSED, 0) | jnp.where(con, CON, 0)
-  e_ins = jnp.concatenate([
-      jnp.stack([r, t, s, trig_pc, s, s - t, flags, stamp0]),
-      key_R.astype(jnp.int32)])
-  at_way = jnp.where(at_hit, at_way_hit, at_vway)
-  at_row = jnp.where(at_hit, e_new, e_ins)
-  at_new = _put(at_WF, at_way, at_row, at_hit | case_second)
-  inc[S_AT_EVICTIONS] = evict.astype(jnp.int32)
+  # The PT: the lookup's LRU touch (one element), the training write (one row).
+  pt = _write_row(pstate.pt, p_set, p_way,
+                  jnp.where(pt_hit, stamp0, _el(pt_A, p_way, X_LRU)), X_LRU)
+  b_row = jnp.where(same & pt_hit & (t_way == p_way) & (lane_P == X_LRU), stamp0,
+                    _row(pt_B0, t_way))
+  v_fp_P = v_A[AT_FIELDS - X_FIELDS:]  # the footprint at PT lanes
+  pt_row = _select(lane_P, [c["t_tag"], stamp1], jnp.where(off_P < R, v_fp_P, 0))
+  pt = _write_row(pt, t_set, t_way, jnp.where(b["train_pt"], pt_row, b_row))
+  inc[S_PT_WRITES] = c["train_pt"]
 
-  # Training with the victim: SS or PT.
-  v_fp_R = v[AT_FIELDS:]
-  v_ss = ss_on & (v[AT_TRIG] == 0) & (v[AT_SECOND] == 1)
-  full = jnp.all((v_fp_R != 0) | ~in_R)
-  train_ss = evict & v_ss
-  ss_full = train_ss & full
+  # AT: the hit's update or the insertion (one row).
+  old_A = jnp.where(at_hit, e_A, v_A)
+  e_new = jnp.where(
+      lane_A >= AT_FIELDS,
+      jnp.where((e_A != 0) | (off_A == o), c2["fp_size"] + c2["is_new"], 0),
+      _select(lane_A, [e_A[i] for i in range(AT_LAST_OFF)]
+              + [jnp.where(is_new, o, e_A[AT_LAST_OFF]),
+                 jnp.where(is_new, stride, e_A[AT_LAST_STRIDE]),
+                 e_A[AT_FLAGS], stamp0], e_A))
+  flags = jnp.where(missed, MISSED, 0) | jnp.where(con, CON, 0)
+  e_ins = _select(lane_A, [r, t, o, c["trig_pc"], o, o - t, flags, stamp0],
+                  jnp.where((off_A == t) | (off_A == o), 2, 0))
+  at = _write_row(pstate.at, fa_set, at_way,
+                  jnp.where(at_hit, e_new, jnp.where(case_second, e_ins, old_A)))
+  inc[S_AT_EVICTIONS] = c["evict"]
+
+  # SS training.
   if mode == "fixed":
     cnt_else = jnp.where(cnt <= 2, jnp.maximum(cnt - 1, 0), cnt >> 1)
   else:  # the artifact's `con_counter >> 1` assigns nothing
     cnt_else = jnp.where(cnt <= 2, jnp.maximum(cnt - 1, 0), cnt)
-  cnt_new = jnp.where(train_ss, jnp.where(full, jnp.minimum(cnt + 1, CON_MAX), cnt_else), cnt)
-  deque_new = jnp.where(ss_full, jnp.concatenate([((v[AT_PC] >> 8) & 63)[None], deque[:-1]]),
-                        deque)
-  train_pt = evict & ~v_ss
-  v_key = v[AT_SECOND] * R + v[AT_TRIG]
-  t_set = v_key & (pt_sets - 1)
-  t_tag = v_key >> pt_shift
-  # Row B is read after row A's write (one in-place chain: reading the old table
-  # after its update would make XLA copy the whole PT every step).
-  pt_after_A = _write(pstate.pt, p_set, pt_A_new)
-  pt_B = _read(pt_after_A, t_set, opaque_one)
-  t_match_W = pt_B[:, X_TAG] == t_tag
-  t_way = jnp.where(jnp.any(t_match_W), _first(t_match_W),
-                    _lru_victim(pt_B[:, X_TAG] >= 0, pt_B[:, X_LRU]))
-  pt_row = jnp.concatenate([jnp.stack([t_tag, stamp1]), jnp.where(in_R, v_fp_R, 0)])
-  pt_B_new = _put(pt_B, t_way, pt_row, train_pt)
-  inc[S_PT_WRITES] = train_pt.astype(jnp.int32)
+  full = c2["full"] != 0
+  cnt_new = jnp.where(b["train_ss"], jnp.where(full, jnp.minimum(cnt + 1, CON_MAX), cnt_else),
+                      cnt)
+  ss_full = b["train_ss"] & full
   inc[S_SS_FULL] = ss_full.astype(jnp.int32)
 
-  # FT update.
+  # FT update: the victim is the first invalid way, else the first way at the
+  # largest RRPV (after ageing the set by 3 - that RRPV).
+  case_insert = b["case_insert"]
+  ft_vkey = c["ft_vkey"]
+  f = _row(ft_W4, c["ft_way"])
   rrpv_W = ft_W4[:, FT_RRPV]
-  ft_valid_W = ft_W4[:, FT_TAG] >= 0
-  no_free = jnp.all(ft_valid_W)
-  aged_W = jnp.where(no_free, rrpv_W + (3 - jnp.max(rrpv_W)), rrpv_W)
-  ft_vway = jnp.where(no_free, _first(aged_W == 3), _first(~ft_valid_W))
+  aged_W = jnp.where(ft_vkey >= 0, rrpv_W + ft_vkey, rrpv_W)
   ft_aged = ft_W4.at[:, FT_RRPV].set(jnp.where(case_insert, aged_W, rrpv_W))
-  ft_put_way = jnp.where(case_insert, ft_vway, ft_way)
+  ft_put_way = jnp.where(case_insert, c["ft_vway"], c["ft_way"])
   ft_put_row = jnp.where(case_insert, jnp.stack([r, o, pc, jnp.int32(2)]),
                          jnp.where(case_second, jnp.stack([jnp.int32(-1), f[1], f[2], f[3]]),
                                    f.at[FT_RRPV].set(0)))
-  ft_new = _put(ft_aged, ft_put_way, ft_put_row, case_insert | case_second | case_again)
-  inc[S_FT_INSERTS] = case_insert.astype(jnp.int32)
+  ft_new = _put(ft_aged, ft_put_way, ft_put_row, case_insert | case_second | b["case_again"])
+  inc[S_FT_INSERTS] = c["case_insert"]
 
-  # ---- PB: fill (3) or stride merge (1), then drain (4).
-  pb_set = r & (PB_SETS - 1)
-  pb_WF = _read(pstate.pb, pb_set, opaque_one)
-  pb_hit_W = pb_WF[:, X_TAG] == r
-  pb_hit = load & jnp.any(pb_hit_W)
-  pb_valid_W = pb_WF[:, X_TAG] >= 0
-  pb_vway = _lru_victim(pb_valid_W, pb_WF[:, X_LRU])
-  pb_way = jnp.where(pb_hit, _first(pb_hit_W), pb_vway)
-  write = any_fill | (at_hit & any_stride)
-  pb_evict = write & ~pb_hit & jnp.any(pb_valid_W & (jnp.arange(PB_WAYS) == pb_vway))
-  old_R = jnp.where(pb_hit, _pick(pb_WF, pb_way)[X_FIELDS:], 0)
-  src = jnp.where(e_con, SRC_PROMOTE, SRC_STRIDE)
-  vals_R = jnp.where(any_fill, fill_R,
-                     jnp.where(at_hit & stride_R, 1 | (src << 2), old_R))
-  present = pb_hit | write
-  pending_R = ((vals_R & 3) != 0) & in_R & present
-  # Drain rank: position in the order o+1, o+2, ... (mod R), from one cumsum.
-  csum_R = jnp.cumsum(pending_R.astype(jnp.int32))
-  total = csum_R[Rm - 1]
-  c_o = jnp.sum(jnp.where(oh_o, csum_R, 0))
-  rank_R = csum_R - pending_R.astype(jnp.int32) - c_o + jnp.where(off_R <= o, total, 0)
-  k_K = jnp.arange(K, dtype=jnp.int32)
-  sel_KR = pending_R[None, :] & (rank_R[None, :] == k_K[:, None])
-  valid_K = jnp.any(sel_KR, axis=1)
-  off_K = jnp.sum(jnp.where(sel_KR, off_R[None, :], 0), axis=1)
-  lvl_K = jnp.sum(jnp.where(sel_KR, (vals_R & 3)[None, :], 0), axis=1)
+  # ---- PB: fill (3) or stride merge (1), then drain (4), over the PB row's
+  # lanes (offset = lane - 2).
+  in_P = (off_P >= 0) & (off_P < R)
+  key_P = (off_P == t) | (off_P == o)
+  stride_P = jnp.zeros((PF,), jnp.bool_)
+  for i in range(1, MAX_DEGREE + 1):
+    stride_P = stride_P | ((i <= degree) & (off_P == o + (lookahead + i) * stride))
+  fp_P = e_A[AT_FIELDS - X_FIELDS:]  # the AT hit's footprint
+  stride_P = stride_P & (c2["armed"] != 0) & in_P & (fp_P == 0) & (off_P != o)
+  pat_P = _row(pt_A, p_way)
+  ss_lvl_P = jnp.where(b["ss_l1"], jnp.where(off_P < SS_L1_SPAN, 1, 2),
+                       jnp.where(b["ss_l2"] & (off_P < SS_L1_SPAN), 2, 0))
+  fill_P = jnp.where(is_ss, ss_lvl_P | (SRC_SS << 2),
+                     jnp.where(pt_hit & (pat_P != 0), 1 | (SRC_PT << 2), 0))
+  fill_P = jnp.where(key_P | ~in_P, 0, fill_P)
+  src = jnp.where(b["e_con"], SRC_PROMOTE, SRC_STRIDE)
+  vals_P = jnp.where(any_fill, fill_P,
+                     jnp.where(at_hit & stride_P, 1 | (src << 2), jnp.where(pb_hit, pb_old, 0)))
+  pending_P = ((vals_P & 3) != 0) & in_P & present
+  # Drain order o+1, o+2, ... (mod R), o last. Without a sort (a slow kernel on
+  # XLA:CPU) or a cumsum (several): a pending slot's rank is the number of
+  # pending slots before it, one sum over [P + 1, P] (the last row counts them
+  # all); the K candidates and the issued count by source, one more sum.
+  pos_P = (off_P - o - 1) & (R - 1)
+  pos_x = jnp.concatenate([pos_P, jnp.full((1,), _BIG, jnp.int32)])
+  rank_x = _sum_rows((pending_P[None, :] & (pos_P[None, :] < pos_x[:, None])).astype(jnp.int32))
+  rank_P, n_pending = rank_x[:PF], rank_x[PF]
   take = jnp.minimum(jnp.maximum(_i32(budget), 0), K)
-  issued_R = pending_R & (rank_R < take)
-  src_R = vals_R >> 2
-  for k in range(4):
-    inc[S_ISSUED + k] = jnp.sum((issued_R & (src_R == k)).astype(jnp.int32))
-  vals_R = jnp.where(issued_R, 0, vals_R)
-  left = jnp.any(pending_R & ~issued_R)
-  pb_row = jnp.concatenate([jnp.stack([jnp.where(left, r, -1), stamp0]), vals_R])
-  pb_new = _put(pb_WF, pb_way, pb_row, present)
-  inc[S_PB_EVICTIONS] = pb_evict.astype(jnp.int32)
+  issued_P = pending_P & (rank_P < take)
+  src_P = vals_P >> 2
+  key_P = (pos_P << 4) | vals_P  # > 0 where pending (level >= 1)
+  row = np.arange(K + 4)[:, None]  # K candidates, then the 4 sources
+  pick = _sum_rows(jnp.where(
+      row < K, jnp.where(pending_P[None, :] & (rank_P[None, :] == row), key_P[None, :], 0),
+      (issued_P[None, :] & (src_P[None, :] == row - K)).astype(jnp.int32)))
+  top_K = pick[:K]
+  for k_src in range(4):
+    inc[S_ISSUED + k_src] = pick[K + k_src]
+  left = n_pending > take
+  vals_P = jnp.where(issued_P, 0, vals_P)
+  pb_row = _select(lane_P, [jnp.where(left, r, -1), stamp0], vals_P)
+  pb = _write_row(pstate.pb, pb_set, pb_way, jnp.where(present, pb_row, pb_old))
+  inc[S_PB_EVICTIONS] = (write & ~pb_hit & b["pb_evictable"]).astype(jnp.int32)
   inc[S_LOADS] = load.astype(jnp.int32)
+  valid_K = top_K != 0
+  off_K = jnp.where(valid_K, ((top_K >> 4) + o + 1) & (R - 1), 0)
+  lvl_K = jnp.where(valid_K, top_K & 3, 0)
 
-  # ---- Write back (a non-load step writes its rows back unchanged).
-  new_regs = jnp.concatenate([
-      jnp.stack([tick + load.astype(jnp.int32), cnt_new]), deque_new,
-      regs[R_STATS:] + jnp.stack(inc)])
-  state = GazeState(
-      ft=_write(pstate.ft, fa_set, ft_new),
-      at=_write(pstate.at, fa_set, at_new),
-      pt=_write(pt_after_A, t_set, pt_B_new),
-      pb=_write(pstate.pb, pb_set, pb_new),
-      regs=new_regs)
-  cand = Candidates(block_K=base + off_K, fill_level_K=lvl_K - 1, valid_K=valid_K & load)
+  # ---- Registers (a non-load step writes its rows back unchanged).
+  lane = np.arange(NUM_REGS)
+  shifted = jnp.where(lane == R_DEQUE, (c["v_pc"] >> 8) & 63,
+                      jnp.concatenate([regs[:1], regs[:-1]]))  # push the victim's PC hash
+  new_regs = jnp.where(ss_full & (lane >= R_DEQUE) & (lane < R_STATS), shifted, regs)
+  new_regs = jnp.where(lane == R_TICK, tick + load.astype(jnp.int32), new_regs)
+  new_regs = jnp.where(lane == R_CON, cnt_new, new_regs)
+  for i, value in enumerate(inc):
+    new_regs = new_regs + jnp.where(lane == R_STATS + i, value, 0)
+  state = GazeState(ft=_write(pstate.ft, fa_set, ft_new), at=at, pt=pt, pb=pb, regs=new_regs)
+  cand = Candidates(block_K=block - o + off_K, fill_level_K=lvl_K - 1, valid_K=valid_K & load)
   return state, cand
 
 
