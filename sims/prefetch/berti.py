@@ -68,6 +68,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsys.sims.cache.protocol import Access, Candidates, Prefetcher
+from ._checks import check_int as _check_int
 
 INT32_MAX = int(np.iinfo(np.int32).max)
 H_PC, H_BLOCK, H_TIME, H_STAMP = range(4)  # history record
@@ -97,13 +98,6 @@ class BertiConfig(NamedTuple):
   dt_deltas: int
 
 
-def _check_int(name: str, value: Any, lo: int, hi: int | None = None) -> int:
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-    raise TypeError(f"{name}: expected an int, given {value!r}")
-  if value < lo or (hi is not None and value > hi):
-    rng = f">= {lo}" if hi is None else f"in {lo}..{hi}"
-    raise ValueError(f"{name}: expected an int {rng}, given {value}")
-  return int(value)
 
 
 def make_params(l1_conf: int = 10, l2_conf: int = 8, window: int = 16,

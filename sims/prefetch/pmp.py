@@ -87,6 +87,7 @@ import numpy as np
 
 from jaxsys.sims.cache import protocol
 from jaxsys.sims.cache.protocol import Access, Candidates, Prefetcher
+from ._checks import check_int as _check_int
 
 MAX_OFFSETS = 64  # largest region (4 KB of 64-byte blocks); OPT rows and footprints
 PPT_ROWS = 32  # 5-bit PC hash
@@ -129,13 +130,6 @@ class PMPConfig(NamedTuple):
   num_candidates: int
 
 
-def _check_int(name: str, value: Any, lo: int, hi: int | None = None) -> int:
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-    raise TypeError(f"{name}: expected an int, given {value!r}")
-  if value < lo or (hi is not None and value > hi):
-    rng = f">= {lo}" if hi is None else f"in {lo}..{hi}"
-    raise ValueError(f"{name}: expected an int {rng}, given {value}")
-  return int(value)
 
 
 def _check_pow2(name: str, value: Any, lo: int = 1, hi: int | None = None) -> int:

@@ -72,6 +72,7 @@ import numpy as np
 
 from jaxsys.sims.cache import hierarchy
 from jaxsys.sims.cache.protocol import Access, Candidates, Prefetcher
+from ._checks import check_int as _check_int
 
 PAGE_BLOCKS = 64
 SIG_MASK = (1 << 12) - 1
@@ -105,13 +106,6 @@ class SPPConfig(NamedTuple):
   num_candidates: int
 
 
-def _check_int(name: str, value: Any, lo: int, hi: int | None = None) -> int:
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-    raise TypeError(f"{name}: expected an int, given {value!r}")
-  if value < lo or (hi is not None and value > hi):
-    rng = f">= {lo}" if hi is None else f"in {lo}..{hi}"
-    raise ValueError(f"{name}: expected an int {rng}, given {value}")
-  return int(value)
 
 
 def _make_params(K: int, pf_threshold: int = 25, fill_threshold: int = 90,
