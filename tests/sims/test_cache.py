@@ -15,6 +15,7 @@ from jaxsys.sims.cache import hierarchy as h
 from jaxsys.sims.cache import protocol
 from jaxsys.sims.cache import reference as ref
 from jaxsys.sims.cache import runner
+from tests.sims.cache_fixtures import N_RANDOM, SMALL_CASCADE, SMALL_SRRIP
 
 NL1 = protocol.next_line(1)  # K = 1: the straight-line prefetch path
 NL3 = protocol.next_line(3)  # K = 3: the while-loop prefetch path
@@ -25,15 +26,7 @@ NL3 = protocol.next_line(3)  # K = 3: the while-loop prefetch path
 BIG_BELOW = dict(l2=dict(sets=64, ways=8), llc=dict(sets=64, ways=8))
 TINY_LRU = h.CacheConfig.make(l1d=dict(sets=2, ways=2), **BIG_BELOW)
 TINY_SRRIP = h.CacheConfig.make(l1d=dict(sets=2, ways=2, replacement="srrip"), **BIG_BELOW)
-# Every level small, for the randomized parity tests (evictions at every level).
-SMALL_CASCADE = h.CacheConfig.make(
-    writebacks="cascade", l1d=dict(sets=2, ways=2, mshr=4), l2=dict(sets=4, ways=2),
-    llc=dict(sets=4, ways=4), pq_size=2)
-SMALL_SRRIP = h.CacheConfig.make(
-    l1d=dict(sets=4, ways=3, mshr=6, replacement="srrip"), l2=dict(sets=4, ways=4),
-    llc=dict(sets=8, ways=4, replacement="srrip"), pq_size=3)
 DEFAULT = h.CacheConfig()
-N_RANDOM = 240  # one trace length for the randomized tests (one compile per config)
 FAR = 1000  # instructions between accesses that never overlap in time
 
 

@@ -15,20 +15,11 @@ from jaxsys.sims.cache import protocol
 from jaxsys.sims.cache import reference as ref
 from jaxsys.sims.cache import runner
 from jaxsys.sims.cache import sweep
+from tests.sims.cache_fixtures import ROOMY, SMALL_CASCADE, SMALL_SRRIP, random_trace
 
 NL1 = protocol.next_line(1)
 NL3 = protocol.next_line(3)
 BIG_BELOW = dict(l2=dict(sets=64, ways=8), llc=dict(sets=64, ways=8))
-# L1D 8 sets x 2 ways: nothing in the golden traces is evicted anywhere.
-ROOMY = h.CacheConfig.make(l1d=dict(sets=8, ways=2))
-# Every level small, for the randomized tests (evictions at every level).
-SMALL_CASCADE = h.CacheConfig.make(
-    writebacks="cascade", l1d=dict(sets=2, ways=2, mshr=4), l2=dict(sets=4, ways=2),
-    llc=dict(sets=4, ways=4), pq_size=2)
-SMALL_SRRIP = h.CacheConfig.make(
-    l1d=dict(sets=4, ways=3, mshr=6, replacement="srrip"), l2=dict(sets=4, ways=4),
-    llc=dict(sets=8, ways=4, replacement="srrip"), pq_size=3)
-N_RANDOM = 240
 
 
 def trace_of(blocks, instr, stores=None):
@@ -44,19 +35,6 @@ def run_pair(trace, config, pf_kwargs=None, *, rob=352, stores=False, cpi0=1):
   base_params = h.make_params(cpi0=cpi0)
   base, _ = runner.run(trace, config, base_params, protocol.NONE, proxy=proxy)
   return state, base, params, base_params
-
-
-def random_trace(seed, n=N_RANDOM, span=48, stores=0.3):
-  """Random blocks in a small span mixed with short streams; bursts and pauses."""
-  rng = np.random.default_rng(seed)
-  block = rng.integers(0, span, n)
-  stream = rng.random(n) < 0.4
-  block[stream] = span + np.cumsum(stream)[stream] // 2
-  gap = np.where(rng.random(n) < 0.7, rng.integers(0, 4, n), rng.integers(20, 500, n))
-  return runner.make_trace(block.astype(np.int32),
-                           pc_hash=rng.integers(0, 8, n).astype(np.int32),
-                           is_store=(rng.random(n) < stores).astype(np.int8),
-                           instr=np.cumsum(gap).astype(np.int32))
 
 
 # ----------------------------------------------------------------------------- goldens

@@ -21,41 +21,20 @@ from jaxsys.sims.cache import sweep
 from jaxsys.sims.prefetch.gaze_reference import GazeReference
 from jaxsys.sims.traces import format as trace_format
 from jaxsys.sims.traces import synthetic
+from tests.sims.cache_fixtures import ROOMY, SMALL_CASCADE, SMALL_SRRIP, random_trace
 
 NL1 = protocol.next_line(1)
 NL3 = protocol.next_line(3)
 BIG_BELOW = dict(l2=dict(sets=64, ways=8), llc=dict(sets=64, ways=8))
 # 4 L1D MSHRs, a 4-entry PQ; nothing below the L1D is ever evicted.
 FOUR_MSHR = h.CacheConfig.make(l1d=dict(sets=2, ways=2, mshr=4), pq_size=4, **BIG_BELOW)
-ROOMY = h.CacheConfig.make(l1d=dict(sets=8, ways=2))
-# Every level small, for the randomized tests (evictions at every level).
-SMALL_CASCADE = h.CacheConfig.make(
-    writebacks="cascade", l1d=dict(sets=2, ways=2, mshr=4), l2=dict(sets=4, ways=2),
-    llc=dict(sets=4, ways=4), pq_size=2)
-SMALL_SRRIP = h.CacheConfig.make(
-    l1d=dict(sets=4, ways=3, mshr=6, replacement="srrip"), l2=dict(sets=4, ways=4),
-    llc=dict(sets=8, ways=4, replacement="srrip"), pq_size=3)
 SWEEP_SMALL = h.CacheConfig.make(
     l1d=dict(sets=4, ways=2, mshr=6), l2=dict(sets=8, ways=2), llc=dict(sets=16, ways=4),
     pq_size=3)
-N_RANDOM = 240
 
 
 def proxy(rob=352, stores=False, feedback=True):
   return runner.make_proxy_params(rob=rob, stores=stores, feedback=feedback)
-
-
-def random_trace(seed, n=N_RANDOM, span=48, stores=0.3):
-  """Random blocks in a small span mixed with short streams; bursts and pauses."""
-  rng = np.random.default_rng(seed)
-  block = rng.integers(0, span, n)
-  stream = rng.random(n) < 0.4
-  block[stream] = span + np.cumsum(stream)[stream] // 2
-  gap = np.where(rng.random(n) < 0.7, rng.integers(0, 4, n), rng.integers(20, 500, n))
-  return runner.make_trace(block.astype(np.int32),
-                           pc_hash=rng.integers(0, 8, n).astype(np.int32),
-                           is_store=(rng.random(n) < stores).astype(np.int8),
-                           instr=np.cumsum(gap).astype(np.int32))
 
 
 def final_now(model, trace, cpi0, rob, feedback):
