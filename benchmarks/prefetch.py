@@ -46,7 +46,7 @@ from jaxsys._src import bench  # pylint: disable=g-import-not-at-top,wrong-impor
 from jaxsys.sims import prefetch  # pylint: disable=g-import-not-at-top,wrong-import-position
 from jaxsys.sims.cache import hierarchy, metrics, reference, runner, sweep  # pylint: disable=g-import-not-at-top,wrong-import-position
 from jaxsys.sims.prefetch import gaze as gaze_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
-from jaxsys.sims.prefetch import gaze_reference  # pylint: disable=g-import-not-at-top,wrong-import-position
+from jaxsys.sims.prefetch import gaze_reference, placement  # pylint: disable=g-import-not-at-top,wrong-import-position
 from jaxsys.sims.traces import format as trace_format  # pylint: disable=g-import-not-at-top,wrong-import-position
 from jaxsys.sims.traces import lackey, synthetic  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -76,6 +76,9 @@ class Config:
   # the compared prefetchers (names of jaxsys.sims.prefetch)
   prefetchers: tuple[str, ...] = ("next_line", "ip_stride", "sms", "bingo", "pmp",
                                   "berti_simplified", "spp", "gaze", "gaze_fixed")
+  # the same comparison with these placed at the L2 (jaxsys.sims.prefetch.placement.at_l2)
+  l2_prefetchers: tuple[str, ...] = ("ip_stride", "sms", "bingo", "pmp", "berti_simplified",
+                                     "spp", "gaze")
   # timing: CPI of the non-memory work; the core-stall options of jaxsys.sims.cache.runner:
   # closed ROB windows' stall advances the clock (feedback), demand misses wait for a free
   # L1D MSHR (mshr_stall)
@@ -133,12 +136,17 @@ def _timing(cfg: Config) -> dict:
   return dict(cpi0=cfg.cpi0, feedback=cfg.feedback, mshr_stall=cfg.mshr_stall)
 
 
-def compare_rows(cfg: Config, traces: dict) -> list[dict]:
+def compare_rows(cfg: Config, traces: dict, level: str = "l1d") -> list[dict]:
+  """Each prefetcher of the config at the L1D (part "compare") or, with
+  ``level="l2"``, each of ``l2_prefetchers`` at the L2 (part "compare_l2")."""
   names = list(traces)
   config = hierarchy.CacheConfig()
+  part = "compare" if level == "l1d" else "compare_l2"
   rows = []
-  for pf_name in cfg.prefetchers:
+  for pf_name in (cfg.prefetchers if level == "l1d" else cfg.l2_prefetchers):
     pf = _factory(pf_name)
+    if level == "l2":
+      pf = placement.at_l2(pf)
     dicts = [_timing(cfg)]
     labels = [pf_name]
     t0 = time.perf_counter()
@@ -146,12 +154,13 @@ def compare_rows(cfg: Config, traces: dict) -> list[dict]:
     seconds = time.perf_counter() - t0
     for c, label in enumerate(labels):
       for t, trace in enumerate(names):
-        row = dict(part="compare", prefetcher=label, trace=trace, seconds=seconds)
+        row = dict(part=part, prefetcher=label, placement=level, trace=trace,
+                   seconds=seconds)
         for k in KEYS:
           v = float(np.asarray(res.metrics[k])[c, t])
           row[k] = None if np.isnan(v) else v
         rows.append(row)
-    print(f"  {pf_name:18s} {seconds:6.1f} s  geomean speedup"
+    print(f"  {pf_name + '@' + level:22s} {seconds:6.1f} s  geomean speedup"
           f" {metrics.geomean([r['speedup'] for r in rows if r['prefetcher'] == pf_name]):.4f}",
           flush=True)
   return rows
@@ -336,8 +345,10 @@ def claims_from(rows: list[dict], cfg: Config) -> list[bench.Claim]:
 
 def plot(rows: list[dict], cfg: Config, out_dir: str) -> list[str]:
   names = []
-  cmp_rows = [r for r in rows if r["part"] == "compare"]
-  if cmp_rows:
+  for part, where in (("compare", "L1D"), ("compare_l2", "L2")):
+    cmp_rows = [r for r in rows if r["part"] == part]
+    if not cmp_rows:
+      continue
     pfs = list(dict.fromkeys(r["prefetcher"] for r in cmp_rows))
     traces = list(dict.fromkeys(r["trace"] for r in cmp_rows))
     grid = np.array([[next((r["speedup"] or np.nan) for r in cmp_rows
@@ -351,9 +362,10 @@ def plot(rows: list[dict], cfg: Config, out_dir: str) -> list[str]:
       for j in range(len(traces)):
         ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=6)
     fig.colorbar(im, label="IPC-proxy speedup over no prefetching")
-    ax.set_title("per-workload IPC-proxy speedup (where Gaze loses shows red)")
+    ax.set_title(f"prefetchers at the {where}: per-workload IPC-proxy speedup"
+                 " (where Gaze loses shows red)")
     fig.tight_layout()
-    names.append("prefetch_speedup.png")
+    names.append("prefetch_speedup.png" if part == "compare" else "prefetch_speedup_l2.png")
     fig.savefig(os.path.join(out_dir, names[-1]), dpi=110)
     plt.close(fig)
   sw = [r for r in rows if r["part"] == "sweep"]
@@ -388,6 +400,9 @@ def run(cfg: Config, out_dir: str) -> dict:
   traces, skipped = load_traces(cfg)
   print(f"{NAME}: (a, b) {len(cfg.prefetchers)} prefetchers x {len(traces)} traces", flush=True)
   rows = compare_rows(cfg, traces)
+  if cfg.l2_prefetchers:
+    print(f"{NAME}: (a') {len(cfg.l2_prefetchers)} prefetchers at the L2", flush=True)
+    rows += compare_rows(cfg, traces, level="l2")
   print(f"{NAME}: (b) streaming-module ablation ({cfg.ablation_accesses} accesses)", flush=True)
   rows += ablation_rows(cfg)
   print(f"{NAME}: (c) Gaze sensitivity sweep", flush=True)
@@ -397,7 +412,7 @@ def run(cfg: Config, out_dir: str) -> dict:
   rows += speed_rows(cfg, traces)
   claims = claims_from(rows, cfg)
   notes = (
-      "Every prefetcher at the L1D of the Gaze artifact's hierarchy (jaxsys.sims.cache:"
+      "Part compare: every prefetcher at the L1D of the Gaze artifact's hierarchy (jaxsys.sims.cache:"
       " non-inclusive, LRU, 16 L1D MSHRs, PQ 16, Gaze's drain rule), trained on L1D demand"
       f" loads. Time is instr x cpi0 (cpi0 = {cfg.cpi0}) plus core stalls (closed ROB windows'"
       f" stall: {cfg.feedback}; demand misses waiting for a free L1D MSHR: {cfg.mshr_stall});"
@@ -407,7 +422,10 @@ def run(cfg: Config, out_dir: str) -> dict:
       " part times the plain model (no stall options) against the Python reference. Real"
       " traces: the middle"
       f" {cfg.accesses} references of each C kernel under valgrind lackey (main-binary PCs"
-      " only). Berti is simplified (berti_simplified). " + " ".join(skipped)
+      " only). Berti is simplified (berti_simplified). Part compare_l2: the same runs with"
+      " each prefetcher placed at the L2 (jaxsys.sims.prefetch.placement.at_l2: it hears the"
+      " L1D's demand-load misses and fills the L2 or LLC), over no prefetching; the claims"
+      " use the L1D placement, Gaze's own. " + " ".join(skipped)
   )
   return dict(rows=rows, claims=claims, papers=["Gaze"], plots=plot(rows, cfg, out_dir),
               notes=notes)

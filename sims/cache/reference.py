@@ -355,6 +355,32 @@ class NextLine:
     return out
 
 
+class AtL2:
+  """A reference prefetcher moved to the L2 (`jaxsys.sims.prefetch.placement`):
+  it hears only the loads that missed the L1D, with an L2 hit as level 0, and
+  its L1D fills go to the L2."""
+
+  def __init__(self, inner: Any):
+    self.inner = inner
+
+  @staticmethod
+  def _seen(access: RefAccess) -> RefAccess | None:
+    if access.level == 0:
+      return None
+    return access._replace(level=0) if access.level == 1 else access
+
+  def train(self, access: RefAccess) -> None:
+    seen = self._seen(access)
+    if seen is not None:
+      self.inner.train(seen)
+
+  def issue(self, access: RefAccess, budget: int) -> list[tuple[int, int]]:
+    seen = self._seen(access)
+    if seen is None:
+      return []
+    return [(block, max(level, 1)) for block, level in self.inner.issue(seen, budget)]
+
+
 # ----------------------------------------------------------------------------- runner
 
 

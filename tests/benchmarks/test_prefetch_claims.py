@@ -57,3 +57,13 @@ def test_each_claim_fails_below_its_threshold(pf, kw, claim):
   got = claims(pf, **kw)
   assert not got[claim].holds
   assert all(c.holds for k, c in got.items() if k != claim), kw
+
+
+def test_claims_use_the_l1d_placement_only(pf):
+  # Rows of the L2 placement (part compare_l2) where Gaze loses badly change no claim.
+  extra = [dict(part="compare_l2", prefetcher=name, placement="l2", trace="syn:stream_copy",
+                speedup=s, pf_useless=1, pf_resident=0)
+           for name, s in (("gaze", 0.5), ("pmp", 2.0), ("berti_simplified", 2.0))]
+  got = {c.id: c for c in pf.claims_from(rows() + extra, pf.Config())}
+  assert got["gaze_ge_pmp"].holds and got["gaze_ge_berti"].holds
+  assert got["gaze_ge_pmp"].measured == claims(pf)["gaze_ge_pmp"].measured
