@@ -1,4 +1,4 @@
-"""Gaze and eight baseline prefetchers on the JAX cache simulator, real and synthetic traces.
+"""Gaze and nine baseline prefetchers on the JAX cache simulator, real and synthetic traces.
 
     python benchmarks/prefetch.py --config configs/prefetch/smoke.yaml --out results
 
@@ -74,11 +74,11 @@ class Config:
   ablation_accesses: int = 200_000
   seed: int = 0
   # the compared prefetchers (names of jaxsys.sims.prefetch)
-  prefetchers: tuple[str, ...] = ("next_line", "ip_stride", "sms", "bingo", "pmp",
-                                  "berti_simplified", "spp", "gaze", "gaze_fixed")
+  prefetchers: tuple[str, ...] = ("next_line", "ip_stride", "ipcp", "sms", "bingo", "dspatch",
+                                  "pmp", "berti_simplified", "spp", "gaze", "gaze_fixed")
   # the same comparison with these placed at the L2 (jaxsys.sims.prefetch.placement.at_l2)
-  l2_prefetchers: tuple[str, ...] = ("ip_stride", "sms", "bingo", "pmp", "berti_simplified",
-                                     "spp", "gaze")
+  l2_prefetchers: tuple[str, ...] = ("ip_stride", "ipcp", "sms", "bingo", "dspatch", "pmp",
+                                     "berti_simplified", "spp", "gaze")
   # timing: CPI of the non-memory work; the core-stall options of jaxsys.sims.cache.runner:
   # closed ROB windows' stall advances the clock (feedback), demand misses wait for a free
   # L1D MSHR (mshr_stall)
@@ -422,7 +422,7 @@ def run(cfg: Config, out_dir: str) -> dict:
       " part times the plain model (no stall options) against the Python reference. Real"
       " traces: the middle"
       f" {cfg.accesses} references of each C kernel under valgrind lackey (main-binary PCs"
-      " only). Berti is simplified (berti_simplified). Part compare_l2: the same runs with"
+      " only). Berti is simplified (berti_simplified), and IPCP is IPCP-lite (its L1 part). Part compare_l2: the same runs with"
       " each prefetcher placed at the L2 (jaxsys.sims.prefetch.placement.at_l2: it hears the"
       " L1D's demand-load misses and fills the L2 or LLC), over no prefetching; the claims"
       " use the L1D placement, Gaze's own. " + " ".join(skipped)

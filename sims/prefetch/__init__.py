@@ -9,9 +9,12 @@ event for event, and a ``storage_bits`` calculator:
   `gaze_reference.GazeReference`;
 * `ip_stride`, `sms`, `bingo` (reference `baselines_a_reference`);
 * `pmp`, `berti` (``berti_simplified``), `spp` (reference `baselines_b_reference`);
+* `ipcp` (IPCP-lite, the L1 IPCP of DPC-3; reference `ipcp_reference.IPCP`);
+* `dspatch` (DSPatch; reference `dspatch_reference.DSPatch`);
 * ``none`` and ``next_line`` live in `jaxsys.sims.cache.protocol`.
 
 `get(name, **factory_kwargs)` builds one by name; `NAMES` lists them.
+`placement.at_l2(pf)` places any of them at the L2 instead of the L1D.
 
 >>> from jaxsys.sims import prefetch
 >>> prefetch.get("gaze").name == prefetch.get("gaze", mode="artifact").name
@@ -34,6 +37,8 @@ _FACTORIES = {
     "pmp": ("pmp", "pmp"),
     "berti_simplified": ("berti", "berti"),
     "spp": ("spp", "spp"),
+    "ipcp": ("ipcp", "ipcp"),
+    "dspatch": ("dspatch", "dspatch"),
 }
 NAMES = tuple(sorted(set(protocol.PREFETCHERS) | set(_FACTORIES)))
 
@@ -54,7 +59,8 @@ def get(name: str, **kwargs: Any) -> protocol.Prefetcher:
 
 def __getattr__(name: str) -> Any:
   """Submodules (`jaxsys.sims.prefetch.gaze`, ...) on attribute access."""
-  if name in {m for m, _ in _FACTORIES.values()} | {"gaze_reference", "baselines_a_reference",
-                                                       "baselines_b_reference"}:
+  if name in {m for m, _ in _FACTORIES.values()} | {
+      "gaze_reference", "baselines_a_reference", "baselines_b_reference", "ipcp_reference",
+      "dspatch_reference", "placement"}:
     return importlib.import_module(f"{__name__}.{name}")
   raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,7 +9,7 @@ from jaxsys.sims.cache import hierarchy, protocol, runner
 
 def test_names_cover_every_prefetcher():
   assert set(prefetch.NAMES) == {"none", "next_line", "gaze", "ip_stride", "sms", "bingo", "pmp",
-                                 "berti_simplified", "spp"}
+                                 "berti_simplified", "spp", "ipcp", "dspatch"}
 
 
 def _stream():
@@ -26,7 +26,7 @@ def _footprints():
 @pytest.mark.parametrize("name, blocks", [
     ("ip_stride", _stream()), ("gaze", _footprints()), ("pmp", _footprints()),
     ("berti_simplified", _stream()), ("spp", _footprints()), ("sms", _footprints()),
-    ("bingo", _footprints())])
+    ("bingo", _footprints()), ("ipcp", _stream()), ("dspatch", _footprints())])
 def test_each_builds_and_issues(name, blocks):
   pf = prefetch.get(name)
   assert isinstance(pf, protocol.Prefetcher) and pf is prefetch.get(name)  # cached
