@@ -488,6 +488,19 @@ def busy_slots(state: CacheState, now: int) -> tuple[list[tuple[int, int]], list
           [int(x) for x in sorted(q[1][(q[1] > now) & (q[1] < _BIG)])])
 
 
+def restart_stats(state: CacheState, when: jax.Array | bool = True) -> CacheState:
+  """The statistics restarted (where `when`): every counter, total and wide sum
+  back to its initial value (``first_instr`` / ``last_instr`` -1), as at the
+  end of a warm-up. The tables, the LRU clock and the queues are kept."""
+  n = state.stats.shape[-1]
+  fresh = np.zeros((n,), np.int32)
+  fresh[O_TOTALS + T_FIRST_INSTR] = -1
+  fresh[O_TOTALS + T_LAST_INSTR] = -1
+  counters = np.arange(n) < O_TICK
+  return state._replace(stats=jnp.where(jnp.asarray(when, jnp.bool_) & counters, fresh,
+                                        state.stats))
+
+
 def bump(state: CacheState, **totals: jax.Array) -> CacheState:
   """Adds to totals by name (``bump(state, pf_issued=n)``), as one fused update."""
   pos = np.arange(state.stats.shape[-1], dtype=np.int32)

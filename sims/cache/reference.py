@@ -89,6 +89,8 @@ class Hierarchy:
     # far, and the cycle the last access's step ran at (its issue cycle plus its wait).
     self.mshr_wait = 0
     self.last_cycle = 0
+    # A warm-up's stall that stays on the clock (`run_reference(..., warmup=...)`).
+    self.clock_offset = 0
 
   def proxy_stall(self) -> int:
     """The IPC proxy's stall: the sum over windows of their largest excess latency."""
@@ -393,7 +395,7 @@ def cycle(instr: int, cpi0: Any) -> int:
 def run_reference(trace: Any, config: Any, *, cpi0: Any = 1, dram_latency: int = 160,
                   prefetcher: Any = None, rob: int | None = None,
                   proxy_stores: bool = False, feedback: bool = False,
-                  mshr_stall: bool = False) -> tuple[Hierarchy, list[int]]:
+                  mshr_stall: bool = False, warmup: int = 0) -> tuple[Hierarchy, list[int]]:
   """Replays a trace access by access.
 
   Args:
@@ -441,11 +443,23 @@ def run_reference(trace: Any, config: Any, *, cpi0: Any = 1, dram_latency: int =
   pcs = [int(p) for p in trace.pc_hash]
   if rob is not None:
     ref.proxy_windows = {}
-  for block, pc, is_store, instr, ok in zip(blocks, pcs, stores, instrs, valid):
+  for i, (block, pc, is_store, instr, ok) in enumerate(zip(blocks, pcs, stores, instrs, valid)):
+    if warmup and i == warmup:  # the warm-up is over: statistics from here on
+      if rob is not None:
+        if feedback:
+          ref.clock_offset += sum(max(excesses) for excesses in ref.proxy_windows.values())
+        ref.clock_offset += ref.mshr_wait
+        ref.proxy_windows = {}
+      ref.mshr_wait = 0
+      ref.count = {name: {c: 0 for c in LEVEL_COUNTERS} for name in NAMES}
+      ref.totals = {t: 0 for t in TOTALS}
+      ref.totals["first_instr"] = -1
+      ref.totals["last_instr"] = -1
+      ref.wide = {w: 0 for w in WIDE}
     if not ok:
       codes.append(-1)
       continue
-    now = cycle(instr, cpi0)
+    now = cycle(instr, cpi0) + ref.clock_offset
     if feedback:  # the windows before this one are over: their stall has been paid
       now += sum(max(excesses) for window, excesses in ref.proxy_windows.items()
                  if window < instr // rob)

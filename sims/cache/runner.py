@@ -74,6 +74,12 @@ excess enters the windows. Time stays int32: `run` also raises if the clock
 could reach `hierarchy.MAX_CYCLE` with every valid access waiting one full
 path ``lat_L1D + lat_L2 + lat_LLC + dram_latency`` (`feedback_time_bound`).
 
+**Warm-up** (``run(..., warmup=W)``, traced; ChampSim's warm-up): the first W
+accesses only warm the caches and the prefetcher; before access W the
+statistics and the IPC proxy restart (`restart`), so every counter and metric
+covers accesses W.. only, while the stall the clock carried so far stays on it
+(``Proxy.offset``). `sweep.sweep` takes one W per trace.
+
 >>> import numpy as np
 >>> from jaxsys.sims.cache import hierarchy, protocol, runner
 >>> config = hierarchy.CacheConfig.make(l1d=dict(sets=2, ways=2))
@@ -138,6 +144,8 @@ class Proxy(NamedTuple):
   stall_lo: jax.Array  # [] int32 low 24 bits of the sum of the closed windows' maxima
   stall_hi: jax.Array  # [] int32 the sum's higher bits (>> 24)
   mshr_wait: jax.Array  # [] int32 sum of the demands' MSHR waits (0 unless mshr_stall)
+  # [] int32 the warm-up's stall (its windows, feedback on, and MSHR waits), still on the clock
+  offset: jax.Array = np.int32(0)
 
 
 class SimState(NamedTuple):
@@ -196,7 +204,8 @@ def proxy_mshr_wait(proxy: Proxy) -> np.ndarray:
 
 def init_proxy() -> Proxy:
   """An empty IPC-proxy accumulator."""
-  return Proxy(jnp.int32(-1), jnp.int32(0), jnp.int32(0), jnp.int32(0), jnp.int32(0))
+  return Proxy(jnp.int32(-1), jnp.int32(0), jnp.int32(0), jnp.int32(0), jnp.int32(0),
+               jnp.int32(0))
 
 
 def closed_stall(proxy: Proxy, window: jax.Array) -> jax.Array:
@@ -227,7 +236,30 @@ def proxy_update(proxy: Proxy, window: jax.Array, excess: jax.Array,
   lo = lo & ((1 << _WIDE_BITS) - 1)
   window_max = jnp.where(counted, jnp.where(new, excess, jnp.maximum(proxy.window_max, excess)),
                          proxy.window_max)
-  return Proxy(jnp.where(counted, window, proxy.window), window_max, lo, hi, proxy.mshr_wait)
+  return Proxy(jnp.where(counted, window, proxy.window), window_max, lo, hi, proxy.mshr_wait,
+               proxy.offset)
+
+
+def restart(state: SimState, when: jax.Array | bool = True,
+            proxy: ProxyParams | None = None) -> SimState:
+  """The end of a warm-up (where `when`): the statistics start again, the state stays.
+
+  The hierarchy's counters restart (`hierarchy.restart_stats`; tables, LRU
+  clock and queues kept) and so does the IPC proxy: its windows and MSHR
+  waits start from nothing, the window open at the boundary closing there.
+  Time goes on: the stall that drove the clock (the windows' maxima with
+  feedback on, the open one's included, plus the MSHR waits) moves into
+  ``Proxy.offset``, which stays on every later access's clock. The
+  prefetcher's state, its own counters included, is kept.
+  """
+  when = jnp.asarray(when, jnp.bool_)
+  state = state._replace(cache=hierarchy.restart_stats(state.cache, when))
+  if state.proxy is None or proxy is None:
+    return state
+  p = state.proxy
+  stall = jnp.where(jnp.asarray(proxy.feedback, jnp.bool_), closed_stall(p, p.window + 1), 0)
+  fresh = init_proxy()._replace(offset=p.offset + stall + p.mshr_wait)
+  return state._replace(proxy=jax.tree.map(lambda new, old: jnp.where(when, new, old), fresh, p))
 
 
 # ----------------------------------------------------------------------------- traces
@@ -549,9 +581,9 @@ def init(config: CacheConfig, params: Params, prefetcher: Prefetcher) -> SimStat
   return SimState(hierarchy.init(config), prefetcher.init(params.prefetcher))
 
 
-def replay(trace: TraceArrays, params: Params, proxy: ProxyParams | None = None, *,
-           config: CacheConfig, prefetcher: Prefetcher,
-           codes: bool = True) -> tuple[SimState, jax.Array | None]:
+def replay(trace: TraceArrays, params: Params, proxy: ProxyParams | None = None,
+           warmup: jax.Array | int | None = None, *, config: CacheConfig,
+           prefetcher: Prefetcher, codes: bool = True) -> tuple[SimState, jax.Array | None]:
   """The pure, unjitted body of `run` (no checks): one `lax.scan` over `trace`.
 
   For composing inside your own `jax.jit` / `jax.vmap` / sharded programs (the
@@ -566,18 +598,22 @@ def replay(trace: TraceArrays, params: Params, proxy: ProxyParams | None = None,
              hierarchy.cycle_of(instr, params)]
   if proxy is not None:
     columns.append(instr // jnp.asarray(proxy.rob, jnp.int32))
+  if warmup is not None:  # the step index: statistics restart at step `warmup`
+    columns.append(jnp.arange(instr.shape[0], dtype=jnp.int32))
   xs = jnp.stack(columns, axis=1)
   l1d_latency = config.l1d.latency
 
   def body(state, x):
     access = TraceArrays(block=x[0], pc_hash=x[1], is_store=x[2], instr=x[3], valid=x[4] != 0)
+    if warmup is not None:
+      state = restart(state, (x[-1] == jnp.asarray(warmup, jnp.int32)) & (x[-1] > 0), proxy)
     now = x[5]
     mshr_stall = False
     if proxy is not None:  # stall feedback: the closed windows' stall delays the clock
       now = now + jnp.where(jnp.asarray(proxy.feedback, jnp.bool_),
                             closed_stall(state.proxy, x[6]), 0)
-      # MSHR stall: the earlier demands' waits (0 when off).
-      now = now + state.proxy.mshr_wait
+      # MSHR stall: the earlier demands' waits (0 when off); a warm-up's stall.
+      now = now + state.proxy.mshr_wait + state.proxy.offset
       mshr_stall = jnp.asarray(proxy.mshr_stall, jnp.bool_)
     state, code, out = _step(state, access, params, config=config, prefetcher=prefetcher,
                              now=now, mshr_stall=mshr_stall)
@@ -599,7 +635,8 @@ _run_jit = jax.jit(replay, static_argnames=("config", "prefetcher", "codes"))
 
 def run(trace: Any, config: CacheConfig, params: Params,
         prefetcher: Prefetcher = protocol.NONE, *, codes: bool = True,
-        proxy: ProxyParams | int | None = None) -> tuple[SimState, jax.Array | None]:
+        proxy: ProxyParams | int | None = None,
+        warmup: int | None = None) -> tuple[SimState, jax.Array | None]:
   """Replays `trace` (one lax.scan, jitted; one compile per shape/config/prefetcher).
 
   Args:
@@ -614,6 +651,11 @@ def run(trace: Any, config: CacheConfig, params: Params,
       delay the clock, with ``mshr_stall=True`` let demands wait for a free
       L1D MSHR (module docstring); None (default): ``final.proxy`` is None
       and time is ``floor(instr * cpi0)``.
+    warmup: the first `warmup` accesses (trace positions, 0 <= warmup < N)
+      only warm the caches and the prefetcher: the statistics and the IPC
+      proxy restart before access `warmup` (`restart`), so every counter and
+      metric covers the rest of the trace (ChampSim's warm-up). Traced: new
+      values do not recompile. None (default) or 0: no warm-up.
 
   Returns:
     ``(final SimState, codes_N)``. `hierarchy.counters` / `hierarchy.summarize`
@@ -630,7 +672,20 @@ def run(trace: Any, config: CacheConfig, params: Params,
   proxy = as_proxy_params(proxy)
   check_trace(trace, params, num_candidates=prefetcher.num_candidates, proxy=proxy,
               config=config)
-  return _run_jit(trace, params, proxy, config=config, prefetcher=prefetcher, codes=codes)
+  if warmup is not None:
+    warmup = jnp.int32(check_warmup(warmup, np.shape(trace.block)[-1]))
+  return _run_jit(trace, params, proxy, warmup, config=config, prefetcher=prefetcher,
+                  codes=codes)
+
+
+def check_warmup(warmup: Any, n: int, name: str = "warmup") -> int:
+  """`warmup` as an int, checked against a trace of `n` accesses (0 <= warmup < n)."""
+  if isinstance(warmup, bool) or not isinstance(warmup, (int, np.integer)):
+    raise TypeError(f"{name}: expected an int (accesses that only warm up), given {warmup!r}")
+  if not 0 <= warmup < n:
+    raise ValueError(f"{name}: expected 0 <= warmup < {n} (the trace's length: something must"
+                     f" be left to measure), given {warmup}")
+  return int(warmup)
 
 
 def run_batch(trace: Any, config: CacheConfig, params: Params,

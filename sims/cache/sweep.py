@@ -136,16 +136,16 @@ def trace_count() -> int:
 
 @functools.lru_cache(maxsize=None)
 def _program(config: CacheConfig, prefetcher: Prefetcher, mesh: Mesh | None,
-             batch_size: int | None):
+             batch_size: int | None, warm: bool = False):
   """The jitted vmap of `runner.replay` over a flat batch (sharded over `mesh`);
-  with `batch_size`, a `lax.map` over vmaps of that width instead."""
+  with `batch_size`, a `lax.map` over vmaps of that width instead; with
+  `warm`, a fourth input: each run's warm-up length."""
   fn = functools.partial(runner.replay, config=config, prefetcher=prefetcher, codes=False)
 
-  def batch_fn(trace_B, params_B, proxy_B):
+  def batch_fn(*args):
     if batch_size is None:
-      return jax.vmap(fn)(trace_B, params_B, proxy_B)[0]
-    return jax.lax.map(lambda args: fn(*args)[0], (trace_B, params_B, proxy_B),
-                       batch_size=batch_size)
+      return jax.vmap(fn)(*args)[0]
+    return jax.lax.map(lambda a: fn(*a)[0], args, batch_size=batch_size)
 
   if mesh is not None:
     # Each device runs its slice of the batch; no collectives. The cache's
@@ -154,9 +154,9 @@ def _program(config: CacheConfig, prefetcher: Prefetcher, mesh: Mesh | None,
     batch_fn = jax.shard_map(batch_fn, mesh=mesh, in_specs=spec, out_specs=spec,
                              check_vma=False)
 
-  def program(trace_B, params_B, proxy_B):
+  def program(trace_B, params_B, proxy_B, *warmup_B):
     _TRACE_COUNT[0] += 1
-    return batch_fn(trace_B, params_B, proxy_B)
+    return batch_fn(trace_B, params_B, proxy_B, *warmup_B)
 
   return jax.jit(program)
 
@@ -169,13 +169,15 @@ def _auto_batch(batch_size: int | str | None, devs: Sequence[Any]) -> int | str 
 
 
 def program_cache_size(config: CacheConfig, prefetcher: Prefetcher, devices: Any = None,
-                       batch_size: int | str | None = "auto") -> int:
+                       batch_size: int | str | None = "auto", warmup: bool = False) -> int:
   """Compiled executables held by the sweep program of this (config, prefetcher,
-  devices) (the jit's cache size): a sweep over any number of parameter
-  values and traces of one padded shape holds 1."""
+  devices, with or without warm-up) (the jit's cache size): a sweep over any
+  number of parameter values, warm-up lengths and traces of one padded shape
+  holds 1."""
   devs = _devices(devices)
   mesh = Mesh(np.asarray(devs), (_AXIS,)) if len(devs) > 1 else None
-  return _program(config, switchable(prefetcher), mesh, _auto_batch(batch_size, devs))._cache_size()
+  return _program(config, switchable(prefetcher), mesh, _auto_batch(batch_size, devs),
+                  bool(warmup))._cache_size()
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -290,7 +292,8 @@ def sweep(traces: Sequence[Any], config: CacheConfig, prefetcher: Prefetcher,
           devices: Any = None, cpi0: Any = 1, dram_latency: int = hierarchy.DEFAULT_DRAM_LATENCY,
           rob: int = runner.DEFAULT_ROB, proxy_stores: bool = False, feedback: bool = False,
           mshr_stall: bool = False, length: int | None = None,
-          names: Sequence[str] | None = None, batch_size: int | str | None = "auto") -> SweepResult:
+          names: Sequence[str] | None = None, batch_size: int | str | None = "auto",
+          warmup: int | Sequence[int] | None = None) -> SweepResult:
   """Runs every (configuration, trace) pair, and the baselines, as one compiled program.
 
   Args:
@@ -321,6 +324,10 @@ def sweep(traces: Sequence[Any], config: CacheConfig, prefetcher: Prefetcher,
       the batch and runs several times slower per run than a lone run, more
       so with large tables; ``batch_size=1`` keeps the lone-run speed (see
       the speed notes in the module docstring).
+    warmup: accesses of each trace that only warm the caches and the
+      prefetcher (`runner.run`'s ``warmup``: every statistic and metric covers
+      the rest): one int for every trace or T ints, each below its trace's
+      length. Traced: new values reuse the program. None (default): none.
 
   Returns:
     `SweepResult`: ``metrics[name]`` [C, T] (`metrics.metrics`, IPC proxy
@@ -348,6 +355,20 @@ def sweep(traces: Sequence[Any], config: CacheConfig, prefetcher: Prefetcher,
 
   # Traces [T, N].
   arrays = [_as_sim_arrays(t, i) for i, t in enumerate(traces)]
+  warmup_T = None
+  if warmup is not None:
+    per_trace = ([warmup] * len(arrays) if isinstance(warmup, (int, np.integer))
+                 and not isinstance(warmup, bool) else warmup)
+    if isinstance(per_trace, (str, Mapping)) or not isinstance(per_trace, Sequence):
+      raise TypeError(f"warmup: expected an int or a list of {len(arrays)} ints, given"
+                      f" {warmup!r}")
+    if len(per_trace) != len(arrays):
+      raise ValueError(f"warmup: expected {len(arrays)} ints (one per trace), given"
+                       f" {len(per_trace)}")
+    lengths = [a.num_accesses if isinstance(a, trace_format.Trace) else int(np.shape(a.block)[0])
+               for a in arrays]
+    warmup_T = np.array([runner.check_warmup(w, n, name=f"warmup[{i}]")
+                         for i, (w, n) in enumerate(zip(per_trace, lengths))], np.int32)
   padded = trace_format.pad_traces(arrays, length)
   trace_TN = runner.TraceArrays(padded.block, padded.pc_hash, padded.is_store, padded.instr,
                                 padded.valid)
@@ -380,6 +401,8 @@ def sweep(traces: Sequence[Any], config: CacheConfig, prefetcher: Prefetcher,
   trace_B = np.concatenate([np.tile(np.arange(T), R), np.zeros(batch - n, np.int64)])
   inputs = (_take(trace_TN, trace_B), _take(_stack(rows), row_B),
             _take(_stack(row_proxy), row_B))
+  if warmup_T is not None:
+    inputs += (warmup_T[trace_B],)
   if D > 1:
     mesh = Mesh(np.asarray(devs), (_AXIS,))
     inputs = jax.device_put(inputs, NamedSharding(mesh, PartitionSpec(_AXIS)))
@@ -390,7 +413,8 @@ def sweep(traces: Sequence[Any], config: CacheConfig, prefetcher: Prefetcher,
   if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(
       batch_size, (int, np.integer)) or batch_size < 1):
     raise ValueError(f"batch_size: expected None or an int >= 1, given {batch_size!r}")
-  program = _program(config, sw, mesh, None if batch_size is None else int(batch_size))
+  program = _program(config, sw, mesh, None if batch_size is None else int(batch_size),
+                     warmup_T is not None)
 
   lowered: list[str] = []
 
