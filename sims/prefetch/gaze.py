@@ -4,7 +4,8 @@ first two accesses of a region, as a `jaxsys.sims.cache.protocol.Prefetcher`.
 The mechanism follows the authors' artifact (``papers/prefetch.md`` 1.1); every
 table is a fixed-size int32 array, allocated at its maximum (``max_pt_entries``,
 ``max_region_blocks``) and masked by the traced params, so one compiled program
-serves a whole sweep of PT sizes, region sizes, stride degrees and SS on/off.
+serves a whole sweep of PT sizes, region sizes, stride degrees and the artifact's
+ablation variants (`VARIANTS`: SS on/off, PT on/off, SS fill levels).
 
 **Geometry.** ``R = region_blocks`` (a power of two, default 64: 4 KiB regions of
 64-byte blocks); block b is region ``r = b >> log2 R``, offset ``o = b & (R-1)``.
@@ -50,14 +51,20 @@ seen (stores and padding leave the state unchanged):
    (*r in FT with o = trigger*: SRRIP hit, nothing else.)
 3. *else, the second distinct offset s = o* (trigger t):
    * ``ss_enabled`` and (t, s) = (0, 1): the SS module, no PT lookup. With the
-     trigger's PC hash h: if ``con_counter == 8`` or h is in the deque, offsets
-     0..15 into L1D and 16..R-1 into L2; elif ``con_counter > 2``, offsets 0..15
-     into L2; either way the region gets ``con``. Otherwise nothing, and the
-     region gets ``missed_in_pt`` (the stride engine is its fallback) [I].
-   * otherwise a PT lookup of (t, s): a hit needs the tag and a pattern with a
-     bit besides t and s (else a miss, as in the artifact); a hit touches the
+     trigger's PC hash h: if ``con_counter == 8`` or h is in the deque (the
+     *aggressive* bulk), offsets 0..15 into L1D and 16..R-1 into L2; elif
+     ``con_counter > 2`` (the *conservative* bulk), offsets 0..15 into L2;
+     either way the region gets ``con``. With ``ss_all_l1`` every offset of
+     either bulk goes into L1D instead (aggressive: the whole region;
+     conservative: 0..15). Otherwise nothing, and the region gets
+     ``missed_in_pt`` (the stride engine is its fallback) [I].
+   * otherwise a PT lookup of (t, s) (counted in ``pt_lookups``): a hit needs
+     the tag and a pattern with a bit besides t and s (else a miss, as in the
+     artifact), and, with ``pt_enabled`` off, the key (0, 1) (every other key
+     then misses; only reachable with ``ss_enabled`` off); a hit touches the
      PT LRU and its pattern goes to the PB (L1D fills); a miss flags
-     ``missed_in_pt``.
+     ``missed_in_pt``. ``pt_enabled`` changes lookups only: the PT trains as
+     below either way.
    * A non-empty pattern (t and s removed) replaces r's PB entry (or takes the
      PB LRU victim). The region moves from FT to AT (footprint {t, s}, last
      offset s, last stride s - t). If that evicts a valid AT entry (LRU), it
@@ -83,13 +90,52 @@ eviction training (the `protocol` has no fill / eviction hook) nor PT merging.
 ``max_pt_entries``), ``region_blocks`` (power of two, 8 .. ``max_region_blocks``),
 ``degree`` (0..8, 0 turns the stride engine off), ``lookahead`` (0..8),
 ``ss_enabled`` (off: (0, 1) is an ordinary PT key, no ``con``, the ablation of
-``papers/prefetch.md`` 3.4).
+``papers/prefetch.md`` 3.4), ``pt_enabled`` (off: a PT lookup of any key but
+(0, 1) misses; the PT still trains), ``ss_all_l1`` (the SS bulks fill L1D
+only). Every combination is one traced point of the same program.
+
+**Variants** (`VARIANTS`, ``make_params`` keywords; every dict names the same
+four keys, so ``list(VARIANTS.values())`` is a `jaxsys.sims.cache.sweep.sweep`
+grid). The artifact's directories under ``ChampSim/prefetcher/`` were read in
+the authors' commits (Dec 2024) as kept in hariom575/Gaze-Spatial-Prefetcher:
+each is ``gaze/`` with lines commented out or constants changed, so each is
+one setting of the switches below [V] unless marked:
+
+* ``"gaze"``: ``gaze/``, the defaults.
+* ``"no_ss"``: ``ss_enabled=False`` (papers/prefetch.md 3.4). Also exactly
+  ``"pht"``.
+* ``"pht"``: ``gaze_analysis_pht/``: the SS branches of the PT's insert and
+  find are commented out, so (0, 1) is an ordinary PT key; the stride engine
+  is *not* commented out there (it still serves ``missed_in_pt`` regions; no
+  region gets ``con``) [V]. The same params as ``"no_ss"``.
+* ``"pt_only"``: ``"pht"`` with the stride engine off too (``degree=0``): the
+  mechanism of ``gaze_sensitivity_pht{128,256,512,1024}/`` [V] (those vary PT
+  ways at 64 sets, 2..16 ways, where ``pt_entries`` varies sets at 4 ways).
+* ``"pht4ss"``: ``gaze_analysis_pht4ss/``: the PT trains on every AT victim,
+  (0, 1) included (SS training commented out), but its find returns a pattern
+  only for key (0, 1) (every other key misses): the PT serves streaming
+  regions only; stride engine off: ``ss_enabled=False, pt_enabled=False,
+  degree=0`` [V].
+* ``"sm4ss"``: ``gaze_analysis_sm4ss/``: SS module on, PT find returns nothing
+  for every other key (the PT insert, i.e. training, is untouched), stride
+  engine off, and both SS bulks fill L1D: the aggressive one the whole region
+  (``NUM_BLOCKS`` offsets), the conservative one its usual offsets
+  (``NUM_BLOCKS / 4``, 0..15 at 4 KiB regions): ``pt_enabled=False,
+  ss_all_l1=True, degree=0`` [V].
+* ``"ss_only"``: ``gaze_ssonly/`` (an older layout of the same code with more
+  statistics): the same switches as ``"sm4ss"`` [V]; the two directories
+  differ in instrumentation only.
+
+With the PT off its lookups still count in ``pt_lookups`` (the artifact calls
+its find) and still flag ``missed_in_pt``; that flag matters only with the
+stride engine on, a combination no artifact variant uses [I].
 
 **State size** per config (int32): FT 64 x 4, AT 64 x (8 + Rmax), PT
 ``max_pt_entries`` x (2 + Rmax), PB 32 x (2 + Rmax), 26 registers; with the
 defaults (Rmax = 64, max PT 1024) about 0.3 MB, with Rmax = 1024 about 4.4 MB
 (a vmapped sweep holds one per config). `storage_bits` gives the hardware
-budget (4.42 KiB by default vs the reported 4.46 KB).
+budget (4.42 KiB by default vs the reported 4.46 KB; a variant that never
+reads the PT or has no SS module is charged nothing for it).
 
 **Speed** (XLA:CPU; see `hierarchy`'s "Speed on XLA:CPU"): each kernel in the
 runner's scan body costs ~0.1-0.2 us and each element a fused loop touches a
@@ -169,6 +215,21 @@ class GazeParams(NamedTuple):
   degree: Any  # [] int32 stride-engine degree, 0..8 (0: off)
   lookahead: Any  # [] int32 stride-engine lookahead, 0..8
   ss_enabled: Any  # [] bool the streaming module
+  pt_enabled: Any  # [] bool PT lookups of keys other than (0, 1) (off: they miss; it still trains)
+  ss_all_l1: Any  # [] bool the SS bulks fill L1D only (sm4ss / ssonly)
+
+
+# The artifact's ablation variants as `make_params` keywords (module docstring,
+# "Variants"). Every dict names the same keys, so the values form a sweep grid.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "gaze": dict(ss_enabled=True, pt_enabled=True, ss_all_l1=False, degree=4),
+    "no_ss": dict(ss_enabled=False, pt_enabled=True, ss_all_l1=False, degree=4),
+    "pht": dict(ss_enabled=False, pt_enabled=True, ss_all_l1=False, degree=4),
+    "pt_only": dict(ss_enabled=False, pt_enabled=True, ss_all_l1=False, degree=0),
+    "pht4ss": dict(ss_enabled=False, pt_enabled=False, ss_all_l1=False, degree=0),
+    "sm4ss": dict(ss_enabled=True, pt_enabled=False, ss_all_l1=True, degree=0),
+    "ss_only": dict(ss_enabled=True, pt_enabled=False, ss_all_l1=True, degree=0),
+}
 
 
 class GazeState(NamedTuple):
@@ -221,19 +282,25 @@ def _check_range(name: str, value: Any, lo: int, hi: int) -> int:
   return int(value)
 
 
+def _check_bool(name: str, value: Any) -> bool:
+  if not isinstance(value, (bool, np.bool_)):
+    raise TypeError(f"{name}: expected a bool, given {value!r}")
+  return bool(value)
+
+
 def _make_params(max_pt_entries: int, max_region_blocks: int, *, pt_entries: int = 256,
                  region_blocks: int = 64, degree: int = 4, lookahead: int = 2,
-                 ss_enabled: bool = True) -> GazeParams:
+                 ss_enabled: bool = True, pt_enabled: bool = True,
+                 ss_all_l1: bool = False) -> GazeParams:
   pt = _pow2("pt_entries", pt_entries, MIN_PT_ENTRIES, max_pt_entries,
              "the prefetcher's max_pt_entries")
   rb = _pow2("region_blocks", region_blocks, MIN_REGION_BLOCKS, max_region_blocks,
              "the prefetcher's max_region_blocks")
   degree = _check_range("degree", degree, 0, MAX_DEGREE)
   lookahead = _check_range("lookahead", lookahead, 0, MAX_LOOKAHEAD)
-  if not isinstance(ss_enabled, (bool, np.bool_)):
-    raise TypeError(f"ss_enabled: expected a bool, given {ss_enabled!r}")
-  return GazeParams(np.int32(pt), np.int32(rb), np.int32(degree), np.int32(lookahead),
-                    np.bool_(ss_enabled))
+  flags = [np.bool_(_check_bool(name, value)) for name, value in (
+      ("ss_enabled", ss_enabled), ("pt_enabled", pt_enabled), ("ss_all_l1", ss_all_l1))]
+  return GazeParams(np.int32(pt), np.int32(rb), np.int32(degree), np.int32(lookahead), *flags)
 
 
 # Widths of the hardware fields (bits) for `storage_bits`.
@@ -260,6 +327,12 @@ def storage_bits(pparams: GazeParams | Mapping[str, Any] | None = None,
     as in the reported figure);
   * SS: con_counter 4, deque 8 x 6.
 
+  A variant that never reads a table is not charged for it: the PT with
+  ``pt_enabled`` off and ``ss_enabled`` on (``sm4ss``, ``ss_only``: it is
+  trained but never looked up), the SS module with ``ss_enabled`` off. The PT
+  of ``pht4ss`` (looked up for key (0, 1) only, but trained on every key, which
+  competes for its ways) is charged in full.
+
   Args:
     pparams: `GazeParams` (or a dict of `make_params` keywords); or keywords.
 
@@ -268,6 +341,8 @@ def storage_bits(pparams: GazeParams | Mapping[str, Any] | None = None,
 
   >>> round(storage_bits()["total_kib"], 2)
   4.42
+  >>> storage_bits(**VARIANTS["sm4ss"])["pt"]
+  0
   """
   if pparams is None:
     pparams = dict(kwargs)
@@ -282,9 +357,11 @@ def storage_bits(pparams: GazeParams | Mapping[str, Any] | None = None,
   pt_sets = pt_entries // PT_WAYS
   ft = FT_SETS * FT_WAYS * (1 + region_bits - 3 + ob + 6 + 2)
   at = AT_SETS * AT_WAYS * (1 + region_bits - 3 + 2 * ob + 6 + R + ob + ob + 1 + 2 + LRU_BITS_8WAY)
-  pt = pt_entries * (1 + max(2 * ob - (pt_sets.bit_length() - 1), 0) + R + 2)
+  ss_on = bool(np.asarray(pparams.ss_enabled))
+  pt_read = bool(np.asarray(pparams.pt_enabled)) or not ss_on
+  pt = pt_entries * (1 + max(2 * ob - (pt_sets.bit_length() - 1), 0) + R + 2) if pt_read else 0
   pb = PB_SETS * PB_WAYS * (1 + region_bits - 2 + 2 * ob + 2 * R + LRU_BITS_8WAY)
-  ss = 4 + DEQUE_LEN * 6
+  ss = 4 + DEQUE_LEN * 6 if ss_on else 0
   total = ft + at + pt + pb + ss
   return {"ft": ft, "at": at, "pt": pt, "pb": pb, "ss": ss, "total": total,
           "total_kib": total / 8 / 1024}
@@ -429,6 +506,7 @@ def _issue(mode: str, Rm: int, K: int, pstate: GazeState, cache_state: Any, acce
   degree = _i32(pp.degree)
   lookahead = _i32(pp.lookahead)
   ss_on = jnp.asarray(pp.ss_enabled, jnp.bool_)
+  pt_on = jnp.asarray(pp.pt_enabled, jnp.bool_)
   block = _i32(access.block)
   r0 = block >> jax.lax.population_count(R - 1)
   c = _materialise(opaque_one, load=access.load, r=r0, o=block & (R - 1), fa_set=fold_set(r0),
@@ -477,7 +555,7 @@ def _issue(mode: str, Rm: int, K: int, pstate: GazeState, cache_state: Any, acce
   is_ss = case_second & ss_on & (t == 0) & (o == 1)
   h = (trig_pc >> 8) & 63
   in_deque = functools.reduce(jnp.logical_or, [regs[R_DEQUE + i] == h for i in range(DEQUE_LEN)])
-  ss_l1 = is_ss & ((cnt == CON_MAX) | in_deque)
+  ss_aggr = is_ss & ((cnt == CON_MAX) | in_deque)
   key = o * R + t
   v_trig, v_second = _el(at_W8, at_vway, AT_TRIG), _el(at_W8, at_vway, AT_SECOND)
   v_key = v_second * R + v_trig
@@ -492,15 +570,15 @@ def _issue(mode: str, Rm: int, K: int, pstate: GazeState, cache_state: Any, acce
       e_armable=(e_flags & (MISSED | CON)) != 0, e_con=(e_flags & CON) != 0,
       t=t, trig_pc=trig_pc, case_second=case_second,
       case_insert=load & ~at_hit & ~ft_hit, case_again=ft_hit & (o == t), is_ss=is_ss,
-      ss_l1=ss_l1, ss_l2=is_ss & ~ss_l1 & (cnt > 2), p_set=key & (pt_sets - 1),
+      ss_aggr=ss_aggr, ss_cons=is_ss & ~ss_aggr & (cnt > 2), p_set=key & (pt_sets - 1),
       p_tag=key >> pt_shift, t_set=v_key & (pt_sets - 1), t_tag=v_key >> pt_shift,
       evict=evict, train_ss=evict & v_ss, train_pt=evict & ~v_ss, v_trig=v_trig,
       v_pc=_el(at_W8, at_vway, AT_PC), ft_vkey=vkey[1], ft_vway=vway[1],
       pb_hit=pb_hit, pb_way=jnp.where(pb_hit, vway[4], vway[5]),
       pb_evictable=vkey[5] != INT32_MIN)
   b = {k: c[k] != 0 for k in ("at_hit", "ft_hit", "e_armable", "e_con", "case_second",
-                              "case_insert", "case_again", "is_ss", "ss_l1", "ss_l2", "evict",
-                              "train_ss", "train_pt", "pb_hit", "pb_evictable")}
+                              "case_insert", "case_again", "is_ss", "ss_aggr", "ss_cons",
+                              "evict", "train_ss", "train_pt", "pb_hit", "pb_evictable")}
   at_hit, case_second, is_ss, t = b["at_hit"], b["case_second"], b["is_ss"], c["t"]
   p_set, t_set, at_way, pb_way = c["p_set"], c["t_set"], c["at_way"], c["pb_way"]
   stride = o - c["e_last_off"]
@@ -545,8 +623,9 @@ def _issue(mode: str, Rm: int, K: int, pstate: GazeState, cache_state: Any, acce
     any_stride = any_stride | (ok & (_at(fp_A, jnp.clip(tgt, 0, Rm - 1)) == 0) & (tgt != o))
   p_way = pway[0]
   pt_lookup = case_second & ~is_ss
-  pt_hit = pt_lookup & (pkey[0] == 0) & (_el(pt_A, p_way, X_FIELDS + t) > 2)
-  con = b["ss_l1"] | b["ss_l2"]
+  pt_usable = pt_on | ((t == 0) & (o == 1))  # PT off: only the key (0, 1) may hit
+  pt_hit = pt_lookup & pt_usable & (pkey[0] == 0) & (_el(pt_A, p_way, X_FIELDS + t) > 2)
+  con = b["ss_aggr"] | b["ss_cons"]
   any_fill = case_second & (con | pt_hit)  # R >= 8: a bulk always leaves offsets 2..7
   write = any_fill | (at_hit & any_stride)
   c2 = _materialise(
@@ -628,8 +707,9 @@ def _issue(mode: str, Rm: int, K: int, pstate: GazeState, cache_state: Any, acce
   fp_P = e_A[AT_FIELDS - X_FIELDS:]  # the AT hit's footprint
   stride_P = stride_P & (c2["armed"] != 0) & in_P & (fp_P == 0) & (off_P != o)
   pat_P = _row(pt_A, p_way)
-  ss_lvl_P = jnp.where(b["ss_l1"], jnp.where(off_P < SS_L1_SPAN, 1, 2),
-                       jnp.where(b["ss_l2"] & (off_P < SS_L1_SPAN), 2, 0))
+  ss_far = jnp.where(jnp.asarray(pp.ss_all_l1, jnp.bool_), 1, 2)  # L2, or L1D (ss_all_l1)
+  ss_lvl_P = jnp.where(b["ss_aggr"], jnp.where(off_P < SS_L1_SPAN, 1, ss_far),
+                       jnp.where(b["ss_cons"] & (off_P < SS_L1_SPAN), ss_far, 0))
   fill_P = jnp.where(is_ss, ss_lvl_P | (SRC_SS << 2),
                      jnp.where(pt_hit & (pat_P != 0), 1 | (SRC_PT << 2), 0))
   fill_P = jnp.where(key_P | ~in_P, 0, fill_P)
@@ -702,7 +782,9 @@ def gaze(mode: str = "artifact", max_pt_entries: int = 1024, max_region_blocks: 
 
   Returns:
     A `protocol.Prefetcher`; ``make_params(pt_entries=256, region_blocks=64,
-    degree=4, lookahead=2, ss_enabled=True)`` builds its `GazeParams`.
+    degree=4, lookahead=2, ss_enabled=True, pt_enabled=True, ss_all_l1=False)``
+    builds its `GazeParams` (``make_params(**VARIANTS[name])`` an artifact
+    variant).
 
   >>> pf = gaze("fixed", max_region_blocks=1024)
   >>> int(pf.make_params(region_blocks=1024).region_blocks)

@@ -63,14 +63,15 @@ class GazeReference:
   Args:
     mode: ``"artifact"`` (the no-op ``con_counter >> 1`` kept) or ``"fixed"``
       (the counter halves).
-    pt_entries, region_blocks, degree, lookahead, ss_enabled: as
-      `gaze`'s params (already checked there).
+    pt_entries, region_blocks, degree, lookahead, ss_enabled, pt_enabled,
+      ss_all_l1: as `gaze`'s params (already checked there;
+      ``GazeReference(**gaze.VARIANTS[name])`` is an artifact variant).
     max_candidates: K, the most candidates one access offers (the JAX K).
   """
 
   def __init__(self, mode: str = "artifact", *, pt_entries: int = 256, region_blocks: int = 64,
                degree: int = 4, lookahead: int = 2, ss_enabled: bool = True,
-               max_candidates: int = 16):
+               pt_enabled: bool = True, ss_all_l1: bool = False, max_candidates: int = 16):
     if mode not in ("artifact", "fixed"):
       raise ValueError(f"mode: expected 'artifact' or 'fixed', given {mode!r}")
     self.mode = mode
@@ -79,6 +80,8 @@ class GazeReference:
     self.degree = degree
     self.lookahead = lookahead
     self.ss_enabled = ss_enabled
+    self.pt_enabled = pt_enabled  # off: PT lookups of keys other than (0, 1) miss
+    self.ss_all_l1 = ss_all_l1  # the SS bulks fill L1D only
     self.K = max_candidates
     self.clock = 0
     # Each way a dict (or None when invalid).
@@ -213,11 +216,12 @@ class GazeReference:
     con = missed = False
     if self.ss_enabled and (t, s) == (0, 1):
       self.stats["ss_lookups"] += 1
-      if self.con_counter == CON_MAX or pc_hash6(f["pc"]) in self.deque:
-        pattern = {k: (1 if k < SS_L1_SPAN else 2, SRC_SS) for k in range(self.R)}
+      far = 1 if self.ss_all_l1 else 2  # the level of offsets past the L1D span (or all)
+      if self.con_counter == CON_MAX or pc_hash6(f["pc"]) in self.deque:  # aggressive
+        pattern = {k: (1 if k < SS_L1_SPAN else far, SRC_SS) for k in range(self.R)}
         con = True
-      elif self.con_counter > 2:
-        pattern = {k: (2, SRC_SS) for k in range(min(SS_L1_SPAN, self.R))}
+      elif self.con_counter > 2:  # conservative
+        pattern = {k: (far, SRC_SS) for k in range(min(SS_L1_SPAN, self.R))}
         con = True
       else:
         missed = True
@@ -228,6 +232,8 @@ class GazeReference:
       key = s * self.R + t
       ways = self.pt[key % self.pt_sets]
       i = self._find(ways, key // self.pt_sets)
+      if not self.pt_enabled and (t, s) != (0, 1):
+        i = None  # the PT is off for every key but (0, 1): a miss (it still trains)
       if i is not None and ways[i]["pat"] - {t, s}:
         self.stats["pt_hits"] += 1
         ways[i]["lru"] = self._stamp()

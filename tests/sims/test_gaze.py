@@ -1,7 +1,11 @@
 """Gaze (arXiv 2412.05211) in the cache simulator: hand-worked examples of each
 path, the lax.scan prefetcher against the pure-Python reference event for event
-(both modes, synthetic traces), artifact vs fixed, a one-compile sweep, the
-storage budget, errors."""
+(both modes, synthetic traces), artifact vs fixed, the artifact's ablation
+variants (`gaze.VARIANTS`: hand-worked, against the reference, all in one
+compiled sweep), a one-compile sweep, the storage budget, errors."""
+
+import functools
+import itertools
 
 import jax
 import numpy as np
@@ -11,6 +15,7 @@ from jaxsys._src import testing
 from jaxsys.sims.cache import hierarchy as h
 from jaxsys.sims.cache import reference as ref
 from jaxsys.sims.cache import runner
+from jaxsys.sims.cache import sweep
 from jaxsys.sims.prefetch import gaze as gz
 from jaxsys.sims.prefetch import gaze_reference as gref
 from jaxsys.sims.traces import format as trace_format
@@ -52,6 +57,8 @@ def reference_for(pf, pparams):
                             region_blocks=int(pparams.region_blocks), degree=int(pparams.degree),
                             lookahead=int(pparams.lookahead),
                             ss_enabled=bool(pparams.ss_enabled),
+                            pt_enabled=bool(pparams.pt_enabled),
+                            ss_all_l1=bool(pparams.ss_all_l1),
                             max_candidates=pf.num_candidates)
 
 
@@ -271,6 +278,63 @@ def test_ss_disabled_makes_0_1_an_ordinary_pt_key():
   assert g.log[-1] == blocks_of(100, range(2, 16), 0)
 
 
+def test_pt_enabled_off_misses_every_key_but_0_1_and_still_trains():
+  # AT set 0 takes region 9 (offsets 10, 20, 5, 41, 35: key (10, 20)), region
+  # 18 (all 64 offsets: key (0, 1)) and six (3, 5) fillers; two more fillers
+  # evict 9 (trains PT key (10, 20) with {5, 10, 20, 35, 41}) then 18. Then
+  # region 100 (set 1) accesses 10, 20 and region 200 (set 2, PC P) 0, 1.
+  fillers = [a for r in SET0[2:10] for a in region(r, [3, 5], Q)]
+  accesses = (region(9, [10, 20, 5, 41, 35], P) + region(18, range(64), P) + fillers
+              + region(100, [10, 20], P) + region(200, [0, 1], P))
+  trace = hand_trace(accesses)
+  # PT on, SS off ("pht"): 18 trains PT key (0, 1) like any other. Region
+  # 100 hits (10, 20): 35, 41, 5 into L1D (drained upward from 21, wrapping);
+  # region 200 hits (0, 1): 2..15 into L1D (budget 14: its demand miss holds
+  # an MSHR).
+  _, g = run_both(trace, **gz.VARIANTS["pht"])
+  assert g.log[-3] == blocks_of(100, [35, 41, 5], 0)
+  assert g.log[-1] == blocks_of(200, range(2, 16), 0)
+  assert (g.stats["pt_writes"], g.stats["pt_lookups"], g.stats["pt_hits"]) == (2, 12, 2)
+  # PT off, SS off ("pht4ss"): the same two trainings and twelve lookups, but
+  # only the (0, 1) lookup may hit: region 100 gets nothing, region 200 the
+  # same 2..15.
+  _, g = run_both(trace, **gz.VARIANTS["pht4ss"])
+  assert g.log[-3] == [] and g.log[-1] == blocks_of(200, range(2, 16), 0)
+  assert (g.stats["pt_writes"], g.stats["pt_lookups"], g.stats["pt_hits"]) == (2, 12, 1)
+  # PT off, SS on (the SS bulk's default levels): 18 and 200 go to the SS
+  # module, not the PT (10 lookups). 18 trains it (full: counter 1, P's hash
+  # 18 in the deque); 9 still trains the PT, whose (10, 20) entry (set 10, tag
+  # 20) is there but never read: region 100 gets nothing. Region 200 (0, 1)
+  # with PC P: the aggressive bulk, 2..15 into L1D now (16..63 wait in the PB
+  # for L2).
+  _, g = run_both(trace, ss_enabled=True, pt_enabled=False, degree=0)
+  assert g.log[-3] == [] and g.log[-1] == blocks_of(200, range(2, 16), 0)
+  assert (g.stats["pt_writes"], g.stats["pt_lookups"], g.stats["pt_hits"]) == (1, 10, 0)
+  assert (g.con_counter, g.deque, g.stats["ss_lookups"], g.stats["ss_bulk"]) == (1, [18], 2, 1)
+  assert [(e["tag"], e["pat"]) for e in g.pt[10] if e] == [(20, {5, 10, 20, 35, 41})]
+
+
+def test_ss_all_l1_fills_both_bulks_into_l1d():
+  # Aggressive bulk: region 9's full (0, 1) footprint puts P's hash in the
+  # deque (as in test_streaming_bulk_then_promote); region 100, PC P, offsets
+  # 0, 1, 2, stride engine off. Offset 1: 2..15 into L1D either way (budget 14).
+  # Offset 2 (an L1D hit, budget 15) drains upward from 3: the next pending
+  # offsets are 16..30, into L2 by default, into L1D with ss_all_l1.
+  fillers = [a for r in SET0[1:9] for a in region(r, [3, 5], Q)]
+  trace = hand_trace(region(9, range(64), P) + fillers + region(100, [0, 1, 2], P))
+  _, g = run_both(trace, degree=0)
+  assert g.log[-2] == blocks_of(100, range(2, 16), 0)
+  assert g.log[-1] == blocks_of(100, range(16, 31), 1)
+  _, g = run_both(trace, degree=0, ss_all_l1=True)
+  assert g.log[-2] == blocks_of(100, range(2, 16), 0)
+  assert g.log[-1] == blocks_of(100, range(16, 31), 0)
+  # Conservative bulk (counter 3, PC not in the deque; see _counter_trace):
+  # 2..15 into L2 by default (test_con_counter_artifact_no_op_vs_fixed_halving),
+  # into L1D with ss_all_l1.
+  _, g = run_both(hand_trace(_counter_trace()), ss_all_l1=True)
+  assert g.log[3 * 64 + 16 + 1] == blocks_of(SET0[11], range(2, 16), 0)
+
+
 # ----------------------------------------------------------------------------- parity
 
 
@@ -321,6 +385,69 @@ def test_matches_reference_on_synthetic_traces(case):
     assert g.stats[stat] > 0, stat
   c = h.counters(state.cache)
   assert int(c["pf_issued"]) > 0 and int(c["l1d_pf_useful"]) + int(c["l2_pf_useful"]) > 0
+
+
+@functools.lru_cache(maxsize=None)
+def mixed_trace(seed):
+  """Chunks of 256 accesses taken in turn from a sparse stream_copy (full
+  (0, 1) regions: the SS module, or PT key (0, 1)) and an aos_walk (other PT
+  keys, strides) in a far address range, 4 instructions apart."""
+  a = dedupe(trace_format.to_sim_arrays(synthetic.generate("stream_copy", 8 * N, seed)), N)
+  b = trace_format.to_sim_arrays(synthetic.generate("aos_walk", N, seed))
+
+  def interleave(x, y, dtype):  # [N / 512 chunk pairs, 2 sources, 256] -> [N]
+    pair = [np.asarray(v)[:N // 2].reshape(-1, 1, 256) for v in (x, y)]
+    return np.concatenate(pair, axis=1).reshape(-1).astype(dtype)
+
+  return runner.make_trace(interleave(a.block, np.asarray(b.block) + (1 << 22), np.int32),
+                           pc_hash=interleave(a.pc_hash, np.asarray(b.pc_hash) + 0x100, np.int32),
+                           is_store=interleave(a.is_store, b.is_store, np.int8),
+                           instr=(np.arange(N) * 4).astype(np.int32))
+
+
+VARIANT_RB = 32  # the region size of the variant runs: full regions and bulks past offset 15
+
+
+@pytest.mark.parametrize("name", list(gz.VARIANTS))
+def test_variants_match_reference(name):
+  kw = gz.VARIANTS[name]
+  _, g = run_both(mixed_trace(0), ARTIFACT, DEFAULT, 8, region_blocks=VARIANT_RB, **kw)
+  st = g.stats
+  levels = {lvl for _, lvl in g.issued}
+  assert st["pt_writes"] > 0 and st["pt_lookups"] > 0  # the PT trains in every variant
+  assert (st["stride_triggers"] > 0) == (kw["degree"] > 0)
+  assert (st["ss_bulk"] > 0) == kw["ss_enabled"] and (st["ss_full"] > 0) == kw["ss_enabled"]
+  assert (st["pt_hits"] > 0) == (kw["pt_enabled"] or not kw["ss_enabled"])
+  if name == "gaze":
+    assert levels == {0, 1} and st["issued_promote"] > 0  # the bulk's L2 part, stage 2
+  if kw["ss_all_l1"]:
+    assert levels == {0} and st["issued_ss"] > 0
+
+
+def test_variants_in_one_sweep_equal_single_runs_and_compile_once():
+  trace = mixed_trace(1)
+  names = list(gz.VARIANTS)
+  grid = [dict(gz.VARIANTS[n], region_blocks=VARIANT_RB) for n in names]
+  with testing.count_lowerings() as lowerings:
+    result = sweep.sweep([trace], DEFAULT, ARTIFACT, grid, cpi0=8, devices=1)
+  assert result.compilations == 1 and len(lowerings) == 1  # all 7 variants and the baseline
+  for c, kw in enumerate(grid):
+    single, _ = runner.run(trace, DEFAULT, h.make_params(cpi0=8, prefetcher=ARTIFACT.make_params(
+        **kw)), ARTIFACT)
+    for part in ("cache", "prefetcher"):
+      jax.tree.map(lambda b, s: np.testing.assert_array_equal(np.asarray(b)[c, 0], s),
+                   getattr(result.state, part), getattr(single, part))
+  # Variants with the same switches ("pht" and "no_ss", "sm4ss" and "ss_only")
+  # end with the same statistics; any two others differ.
+  stats_CS = np.stack([v[:, 0] for v in gz.stats(result.state.prefetcher).values()], axis=1)
+  for i, j in itertools.combinations(range(len(names)), 2):
+    same = gz.VARIANTS[names[i]] == gz.VARIANTS[names[j]]
+    assert np.array_equal(stats_CS[i], stats_CS[j]) == same, (names[i], names[j])
+  # Other traced values (another order, another PT size): the same program.
+  grid2 = [dict(gz.VARIANTS[n], region_blocks=16, pt_entries=512) for n in reversed(names)]
+  with testing.count_lowerings() as lowerings:
+    again = sweep.sweep([trace], DEFAULT, ARTIFACT, grid2, cpi0=8, devices=1)
+  assert again.compilations == 0 and not lowerings
 
 
 def test_stores_and_padding_leave_the_state_unchanged():
@@ -382,6 +509,27 @@ def test_storage_within_5_percent_of_4_46_kb():
   # Twice the PT entries: 256 more entries, one tag bit fewer each.
   assert gz.storage_bits(pt_entries=512)["pt"] == 512 * (1 + 5 + 64 + 2)
   assert gz.storage_bits(region_blocks=1024)["total"] > bits["total"]
+  # A table a variant never reads costs nothing: the PT of sm4ss / ss_only
+  # (trained, never looked up), the SS module without ss_enabled. pht4ss reads
+  # its PT (key (0, 1)) and pays for all of it.
+  for name, (pt, ss) in dict(gaze=(18688, 52), no_ss=(18688, 0), pht=(18688, 0),
+                             pt_only=(18688, 0), pht4ss=(18688, 0), sm4ss=(0, 52),
+                             ss_only=(0, 52)).items():
+    v = gz.storage_bits(**gz.VARIANTS[name])
+    assert (v["pt"], v["ss"]) == (pt, ss), name
+    assert v["total"] == bits["total"] - (18688 - pt) - (52 - ss)
+
+
+def test_variants_table():
+  assert list(gz.VARIANTS) == ["gaze", "no_ss", "pht", "pt_only", "pht4ss", "sm4ss", "ss_only"]
+  keys = {"ss_enabled", "pt_enabled", "ss_all_l1", "degree"}
+  assert all(set(kw) == keys for kw in gz.VARIANTS.values())  # a sweep grid as it stands
+  # "gaze" is the defaults; every variant builds checked params.
+  assert ARTIFACT.make_params(**gz.VARIANTS["gaze"]) == ARTIFACT.make_params()
+  for kw in gz.VARIANTS.values():
+    p = ARTIFACT.make_params(**kw)
+    assert (bool(p.ss_enabled), bool(p.pt_enabled), bool(p.ss_all_l1), int(p.degree)) == (
+        kw["ss_enabled"], kw["pt_enabled"], kw["ss_all_l1"], kw["degree"])
 
 
 def test_errors():
@@ -404,6 +552,12 @@ def test_errors():
     ARTIFACT.make_params(degree=9)
   with pytest.raises(TypeError, match=r"ss_enabled: expected a bool"):
     ARTIFACT.make_params(ss_enabled=1)
+  with pytest.raises(TypeError, match=r"pt_enabled: expected a bool, given 0"):
+    ARTIFACT.make_params(pt_enabled=0)
+  with pytest.raises(TypeError, match=r"ss_all_l1: expected a bool, given 'yes'"):
+    ARTIFACT.make_params(ss_all_l1="yes")
+  with pytest.raises(TypeError, match=r"pt_enabled: expected a bool, given None"):
+    gz.storage_bits(pt_enabled=None)
   with pytest.raises(TypeError, match=r"pt_entries: expected an int"):
     ARTIFACT.make_params(pt_entries=256.0)
   with pytest.raises(ValueError, match=r"max_candidates: expected an int >= 1"):
