@@ -7,20 +7,24 @@ L1D of the Gaze artifact's hierarchy (48 KB / 512 KB / 2 MB, 5 / 10 / 20 /
 160 cycles, 16 L1D MSHRs, 16-entry PQ) and runs over
 
 * real programs: the C kernels of `jaxsys.sims.traces.lackey` traced under
-  ``valgrind --tool=lackey`` (a window of ``accesses`` references from the
-  middle of each run; skipped with a note when valgrind or a compiler is
-  missing), and
+  ``valgrind --tool=lackey`` (a window of ``warmup + accesses`` references
+  from the middle of each run; skipped with a note when valgrind or a compiler
+  is missing), and
 * synthetic pattern classes (`jaxsys.sims.traces.synthetic`), including the
   array-of-structs walks whose footprints recur with different first-two
   orders.
 
 (a) comparison: each prefetcher is one `jaxsys.sims.cache.sweep.sweep` over all
-    traces (its no-prefetch baseline runs in the same program); per trace the
-    IPC-proxy speedup (an interval-model proxy, not an IPC measurement), L1D /
-    LLC coverage, accuracy, late ratio, DRAM traffic and MPKI;
-(b) the streaming-module ablation: Gaze with ``ss_enabled`` off on long dense
-    streams (``ablation_accesses``: the module trains on accumulation-table
-    evictions, which a short window never reaches);
+    traces (its no-prefetch baseline runs in the same program), after a
+    warm-up of ``warmup`` accesses per trace (statistics restart after it);
+    per trace the IPC-proxy speedup (an interval-model proxy, not an IPC
+    measurement), L1D / LLC coverage, accuracy, late ratio, DRAM traffic and
+    MPKI; (a') the same with ``l2_prefetchers`` placed at the L2;
+(b) the streaming-module ablation: Gaze's artifact variants
+    (`jaxsys.sims.prefetch.gaze.VARIANTS`: without the streaming module, PT
+    only, PT for streams only, streaming module only) in one program on long
+    dense streams (``ablation_accesses``: the module trains on
+    accumulation-table evictions, which a short window never reaches);
 (c) sensitivity: Gaze's pattern-table entries x region size as ONE compiled
     sweep (tables at their maximum size, masked by traced parameters);
 (d) storage of the default Gaze configuration;
@@ -69,9 +73,15 @@ class Config:
                                  "phase_mix")
   dense_streams: tuple[str, ...] = ("syn:stream_copy", "real:stream_triad")
   accesses: int = 20_000
+  # before them, accesses that only warm the caches and the prefetchers (ChampSim's
+  # warm-up): the region-pattern prefetchers (SMS, Bingo, DSPatch, PMP) learn only when
+  # their accumulation tables evict, which a dense stream reaches after ~30k accesses
+  warmup: int = 30_000
   # (b) the streaming-module ablation needs streams long enough for the accumulation table
-  # (64 regions) to evict, which is when the streaming module trains
+  # (64 regions) to evict, which is when the streaming module trains; it runs these
+  # variants of jaxsys.sims.prefetch.gaze.VARIANTS ("pht" = "no_ss", "ss_only" = "sm4ss")
   ablation_accesses: int = 200_000
+  ablation_variants: tuple[str, ...] = ("gaze", "no_ss", "pt_only", "pht4ss", "sm4ss")
   seed: int = 0
   # the compared prefetchers (names of jaxsys.sims.prefetch)
   prefetchers: tuple[str, ...] = ("next_line", "ip_stride", "ipcp", "sms", "bingo", "dspatch",
@@ -108,19 +118,28 @@ def _window(trace: trace_format.Trace, n: int) -> trace_format.Trace:
 
 
 def load_traces(cfg: Config) -> tuple[dict[str, trace_format.SimArrays], list[str]]:
-  """``{"real:<program>" | "syn:<generator>": sim arrays}`` and notes on what was skipped."""
+  """``{"real:<program>" | "syn:<generator>": sim arrays}`` (``warmup + accesses``
+  each) and notes on what was skipped."""
   out, notes = {}, []
+  n = cfg.warmup + cfg.accesses
   for name in cfg.programs:
     try:
       t = lackey.capture(name)
     except (lackey.ToolMissingError, FileNotFoundError) as e:
       notes.append(f"real:{name} skipped ({e})")
       continue
-    out[f"real:{name}"] = trace_format.to_sim_arrays(_window(t, cfg.accesses))
+    out[f"real:{name}"] = trace_format.to_sim_arrays(_window(t, n))
   for name in cfg.generators:
-    t = synthetic.generate(name, cfg.accesses, cfg.seed)
+    t = synthetic.generate(name, n, cfg.seed)
     out[f"syn:{name}"] = trace_format.to_sim_arrays(t)
   return out, notes
+
+
+def warmups(cfg: Config, traces: dict, names: list[str]) -> list[int]:
+  """Each trace's warm-up: ``cfg.warmup``, less when the trace is shorter than
+  ``warmup + accesses`` (a short program keeps ``accesses`` to measure if it can)."""
+  return [max(0, min(cfg.warmup, int(np.shape(traces[n].block)[0]) - cfg.accesses))
+          for n in names]
 
 
 def _factory(name: str):
@@ -150,7 +169,8 @@ def compare_rows(cfg: Config, traces: dict, level: str = "l1d") -> list[dict]:
     dicts = [_timing(cfg)]
     labels = [pf_name]
     t0 = time.perf_counter()
-    res = sweep.sweep([traces[n] for n in names], config, pf, dicts, names=names, devices=1)
+    res = sweep.sweep([traces[n] for n in names], config, pf, dicts, names=names, devices=1,
+                      warmup=warmups(cfg, traces, names))
     seconds = time.perf_counter() - t0
     for c, label in enumerate(labels):
       for t, trace in enumerate(names):
@@ -170,7 +190,8 @@ def compare_rows(cfg: Config, traces: dict, level: str = "l1d") -> list[dict]:
 
 
 def ablation_rows(cfg: Config) -> list[dict]:
-  """Gaze with and without its streaming module on long dense streams (one program)."""
+  """Gaze's variants (`gaze.VARIANTS`: with and without its streaming module, PT
+  only, ...) on long dense streams, one program."""
   traces = {}
   for name in cfg.dense_streams:
     kind, base = name.split(":", 1)
@@ -184,13 +205,15 @@ def ablation_rows(cfg: Config) -> list[dict]:
         continue
       traces[name] = trace_format.to_sim_arrays(_window(t, cfg.ablation_accesses))
   names = list(traces)
-  dicts = [dict(_timing(cfg), ss_enabled=True), dict(_timing(cfg), ss_enabled=False)]
+  dicts = [dict(_timing(cfg), **gaze_lib.VARIANTS[v]) for v in cfg.ablation_variants]
   res = sweep.sweep([traces[n] for n in names], hierarchy.CacheConfig(), prefetch.get("gaze"),
                     dicts, names=names, devices=1)
   rows = []
-  for c, label in enumerate(("gaze", "gaze_no_ss")):
+  for c, variant in enumerate(cfg.ablation_variants):
+    label = {"gaze": "gaze", "no_ss": "gaze_no_ss"}.get(variant, f"gaze_{variant}")
     for t, trace in enumerate(names):
-      row = dict(part="ablation", prefetcher=label, trace=trace, accesses=cfg.ablation_accesses)
+      row = dict(part="ablation", prefetcher=label, variant=variant, trace=trace,
+                 accesses=cfg.ablation_accesses)
       for k in KEYS:
         v = float(np.asarray(res.metrics[k])[c, t])
         row[k] = None if np.isnan(v) else v
@@ -209,9 +232,9 @@ def sweep_rows(cfg: Config, traces: dict) -> list[dict]:
            for p in cfg.sweep_pt_entries for r in cfg.sweep_region_blocks]
   t0 = time.perf_counter()
   res = sweep.sweep([traces[n] for n in names], hierarchy.CacheConfig(), pf, dicts, names=names,
-                    devices=1)
+                    devices=1, warmup=warmups(cfg, traces, names))
   seconds = time.perf_counter() - t0
-  executables = sweep.program_cache_size(hierarchy.CacheConfig(), pf, devices=1)
+  executables = sweep.program_cache_size(hierarchy.CacheConfig(), pf, devices=1, warmup=True)
   rows = []
   for c, d in enumerate(dicts):
     for t, trace in enumerate(names):
@@ -396,14 +419,15 @@ def plot(rows: list[dict], cfg: Config, out_dir: str) -> list[str]:
 def run(cfg: Config, out_dir: str) -> dict:
   os.makedirs(out_dir, exist_ok=True)
   print(f"{NAME}: traces ({len(cfg.programs)} programs, {len(cfg.generators)} generators,"
-        f" {cfg.accesses} accesses each)", flush=True)
+        f" {cfg.warmup} warm-up + {cfg.accesses} measured accesses each)", flush=True)
   traces, skipped = load_traces(cfg)
   print(f"{NAME}: (a, b) {len(cfg.prefetchers)} prefetchers x {len(traces)} traces", flush=True)
   rows = compare_rows(cfg, traces)
   if cfg.l2_prefetchers:
     print(f"{NAME}: (a') {len(cfg.l2_prefetchers)} prefetchers at the L2", flush=True)
     rows += compare_rows(cfg, traces, level="l2")
-  print(f"{NAME}: (b) streaming-module ablation ({cfg.ablation_accesses} accesses)", flush=True)
+  print(f"{NAME}: (b) Gaze variants {', '.join(cfg.ablation_variants)} on dense streams"
+        f" ({cfg.ablation_accesses} accesses)", flush=True)
   rows += ablation_rows(cfg)
   print(f"{NAME}: (c) Gaze sensitivity sweep", flush=True)
   rows += sweep_rows(cfg, traces)
@@ -420,9 +444,10 @@ def run(cfg: Config, out_dir: str) -> dict:
       " waits), not IPC. An L1D-target prefetch holds an L1D MSHR like a demand miss, so on"
       " MSHR-bound traces prefetching into the L1D cannot add parallelism here. The speed"
       " part times the plain model (no stall options) against the Python reference. Real"
-      " traces: the middle"
-      f" {cfg.accesses} references of each C kernel under valgrind lackey (main-binary PCs"
-      " only). Berti is simplified (berti_simplified), and IPCP is IPCP-lite (its L1 part). Part compare_l2: the same runs with"
+      f" traces: the middle {cfg.warmup + cfg.accesses} references of each C kernel under"
+      " valgrind lackey (main-binary PCs only); synthetic ones as long. In parts compare,"
+      f" compare_l2 and sweep the first {cfg.warmup} accesses of each trace only warm the"
+      f" caches and prefetchers; every metric covers the {cfg.accesses} after them. Berti is simplified (berti_simplified), and IPCP is IPCP-lite (its L1 part). Part compare_l2: the same runs with"
       " each prefetcher placed at the L2 (jaxsys.sims.prefetch.placement.at_l2: it hears the"
       " L1D's demand-load misses and fills the L2 or LLC), over no prefetching; the claims"
       " use the L1D placement, Gaze's own. " + " ".join(skipped)

@@ -1,5 +1,8 @@
 """The prefetch benchmark computes its six claims from its rows (made-up rows here)."""
 
+import types
+
+import numpy as np
 import pytest
 
 from tests.conftest import load_benchmark
@@ -67,3 +70,12 @@ def test_claims_use_the_l1d_placement_only(pf):
   got = {c.id: c for c in pf.claims_from(rows() + extra, pf.Config())}
   assert got["gaze_ge_pmp"].holds and got["gaze_ge_berti"].holds
   assert got["gaze_ge_pmp"].measured == claims(pf)["gaze_ge_pmp"].measured
+
+
+def test_warmups_keep_the_measured_accesses_when_a_trace_is_short(pf):
+  # warm-up 30 + 10 measured: a 40-access trace warms 30; a 25-access one warms 15
+  # (10 left to measure); a 5-access one cannot warm at all.
+  cfg = pf.Config(warmup=30, accesses=10)
+  traces = {n: types.SimpleNamespace(block=np.zeros(k)) for n, k in (("a", 40), ("b", 25),
+                                                                      ("c", 5))}
+  assert pf.warmups(cfg, traces, ["a", "b", "c"]) == [30, 15, 0]
