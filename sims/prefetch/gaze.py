@@ -23,68 +23,101 @@ ablation variants (`VARIANTS`: SS on/off, PT on/off, SS fill levels).
   for a set bit the footprint's size: "every block accessed" is then one
   element, not a reduction (see *Speed*).
 * PT, pattern table: ``pt_entries`` (default 256) as ``pt_entries / 4`` sets x 4
-  ways, LRU. Key ``k = second * R + trigger``; set ``k & (sets - 1)``, tag
-  ``k >> log2(sets)``: with R = 64 and 64 sets, set = trigger offset and tag =
-  second offset, as in the artifact. Payload: the trained footprint (1 bit per
-  offset: training stores footprints, so the PT's levels are always "L1D"),
-  stored like the AT's (a set slot holds the size). A footprint always holds
-  its key's t and s, so "a bit besides t and s" is a size above 2 at slot t.
+  ways, LRU (in ``mode="artifact"`` only its writes stamp it: step 3). Key ``k =
+  second * R + trigger``; set ``k & (sets - 1)``, tag ``k >> log2(sets)``: with
+  R = 64 and 64 sets, set = trigger offset and tag = second offset, as in the
+  artifact. Payload: the trained footprint (1 bit per offset: training stores
+  footprints, so the PT's levels are always "L1D"), stored like the AT's (a set
+  slot holds the size). A footprint always holds its key's t and s, so "a bit
+  besides t and s" is a size above 2 at slot t.
 * PB, prefetch buffer: 32 entries, 4 sets (``r & 3``) x 8 ways, LRU. Per offset
-  a 2-bit fill level (0 nothing, 1 L1D, 2 L2) and a 2-bit source tag (0 stride,
-  1 PT, 2 SS bulk, 3 promote; the artifact's prefetch metadata, used here only
-  for the ``issued_*`` statistics).
-* SS, the spatial-streaming module: ``con_counter`` in 0..8 and a deque of the
-  8 newest 6-bit PC hashes (PC bits [13:8]) of fully accessed streaming regions.
+  a 2-bit fill level (0 nothing pending, 1 L1D, 2 L2) and a 2-bit source tag (0
+  stride, 1 PT, 2 SS bulk, 3 promote; the artifact's per-offset prefetch
+  metadata, used here only for the ``issued_*`` statistics). Every offset of a
+  valid entry has a source, pending or not: an entry starts with one source at
+  all R offsets, and issuing an offset clears its level, not its source.
+* SS, the spatial-streaming module: ``con_counter`` in 0..8 and a deque of at
+  most 8 distinct 6-bit PC hashes (PC bits [13:8]) of fully accessed streaming
+  regions, newest first.
 
 **One L1D demand load**, block b (region r, offset o, PC p); nothing else is
 seen (stores and padding leave the state unchanged):
 
 1. *r in AT*: LRU touch; if o is new to the footprint: set it, ``stride = o -
-   last_offset``; the stride engine is armed when the region is flagged
-   ``missed_in_pt`` or ``con`` and ``stride == last_stride``; then ``last_offset,
-   last_stride = o, stride``. Armed: the targets ``o + (lookahead + i) * stride``,
-   i = 1..degree (default lookahead 2, degree 4: +3s..+6s), inside the region and
-   not in the footprint, are merged into r's PB entry (allocated if absent) as
-   L1D fills, source "promote" for a ``con`` region else "stride" (an offset
-   pending as L2, or already issued, becomes an L1D fill again: SS stage 2).
+   last_offset``; the stride engine is armed when ``degree > 0``, the region is
+   flagged ``missed_in_pt`` or ``con`` and ``stride == last_stride``; then
+   ``last_offset, last_stride = o, stride``. Armed (a *trigger*): ``last_offset,
+   last_stride = 0, 0``: the stride must be confirmed again as if from offset 0
+   (the next new offset o' has stride o' and confirms only for o' = 0: stride 0,
+   a trigger without targets), so on a constant stride s the triggers come at o,
+   o + 3s, o + 6s, ... The targets ``o + (lookahead + i) * stride``,
+   i = 1..degree (default lookahead 2, degree 4: +3s..+6s), inside the region
+   and not in the footprint, are merged into r's PB entry as L1D fills (an offset
+   pending as L2, or already issued, becomes an L1D fill again: SS stage 2). An
+   absent entry is allocated (the PB LRU victim) with source "promote" at every
+   offset for a ``con`` region, else "stride". A target keeps its slot's source,
+   except that "SS bulk" becomes "promote" unless the target was already pending
+   for L1D. A trigger without targets allocates the entry all the same in
+   ``mode="artifact"`` (this access's drain then erases it: what remains is the
+   eviction of the victim way's entry); in ``"fixed"`` it touches nothing in the
+   PB. ``stride_triggers`` counts the triggers with a target.
 2. *else r not in FT*: insert (r, trigger = o, p). Nothing is prefetched.
    (*r in FT with o = trigger*: SRRIP hit, nothing else.)
 3. *else, the second distinct offset s = o* (trigger t):
    * ``ss_enabled`` and (t, s) = (0, 1): the SS module, no PT lookup. With the
-     trigger's PC hash h: if ``con_counter == 8`` or h is in the deque (the
-     *aggressive* bulk), offsets 0..15 into L1D and 16..R-1 into L2; elif
-     ``con_counter > 2`` (the *conservative* bulk), offsets 0..15 into L2;
-     either way the region gets ``con``. With ``ss_all_l1`` every offset of
-     either bulk goes into L1D instead (aggressive: the whole region;
-     conservative: 0..15). Otherwise nothing, and the region gets
-     ``missed_in_pt`` (the stride engine is its fallback) [I].
+     trigger's PC hash h (the artifact hashes the second access's PC here, a
+     departure where the region's first two accesses come from different
+     instructions): if ``con_counter == 8`` or h is in the deque (the
+     *aggressive* bulk), offsets 0..R/4-1 into L1D and R/4..R-1 into L2; elif
+     ``con_counter > 2`` (the *conservative* bulk), offsets 0..R/4-1 into L2
+     (R/4 is the artifact's ``NUM_BLOCKS / 4``: 0..15 at 4 KiB regions, also in
+     its region-size variants). With ``ss_all_l1`` every offset of either bulk
+     goes into L1D instead (aggressive: the whole region; conservative:
+     0..R/4-1). A bulk with an offset besides 0 and 1 gives the region ``con``;
+     one without (the conservative bulk at R = 8) is a miss, as a PT pattern
+     would be, and so is no bulk: the region gets ``missed_in_pt`` (the stride
+     engine is its fallback) [I].
    * otherwise a PT lookup of (t, s) (counted in ``pt_lookups``): a hit needs
      the tag and a pattern with a bit besides t and s (else a miss, as in the
      artifact), and, with ``pt_enabled`` off, the key (0, 1) (every other key
-     then misses; only reachable with ``ss_enabled`` off); a hit touches the
-     PT LRU and its pattern goes to the PB (L1D fills); a miss flags
-     ``missed_in_pt``. ``pt_enabled`` changes lookups only: the PT trains as
-     below either way.
+     then misses; only reachable with ``ss_enabled`` off); a hit's pattern goes
+     to the PB (L1D fills), and in ``mode="fixed"`` the hit touches the PT LRU
+     (the artifact's PT find does not); a miss flags ``missed_in_pt``.
+     ``pt_enabled`` changes lookups only: the PT trains as below either way.
    * A non-empty pattern (t and s removed) replaces r's PB entry (or takes the
-     PB LRU victim). The region moves from FT to AT (footprint {t, s}, last
-     offset s, last stride s - t). If that evicts a valid AT entry (LRU), it
-     *trains*: a victim keyed (0, 1) (with SS on) trains the SS module: a full
-     footprint (all R blocks) does ``con_counter = min(8, +1)`` and pushes its PC
-     hash; otherwise ``con_counter <= 2`` decrements it (not below 0) and a larger
-     counter is left alone in ``mode="artifact"`` (the artifact's no-op
-     ``con_counter >> 1``) or halved in ``mode="fixed"``. Any other victim writes
-     its footprint into the PT entry of its key, overwriting it (no confidence,
-     no merging; a new key takes the set's LRU victim).
+     PB LRU victim), source "PT" or "SS bulk" at every offset. The region
+     moves from FT to AT (footprint {t, s}, last offset s, last stride s - t).
+     If that evicts a valid AT entry (LRU), it *trains*: a victim keyed (0, 1)
+     (with SS on) trains the SS module: a full footprint (all R blocks) does
+     ``con_counter = min(8, +1)`` and pushes its PC hash unless the deque holds
+     it already (a full deque drops its oldest); otherwise ``con_counter <= 2``
+     decrements it (not below 0) and a larger counter is left alone in
+     ``mode="artifact"`` (the artifact's no-op ``con_counter >> 1``) or halved
+     in ``mode="fixed"``. Any other victim writes its footprint into the PT
+     entry of its key, overwriting it (no confidence, no merging; a new key
+     takes the set's LRU victim).
 4. *Drain*: if r has a PB entry (LRU touch), its pending offsets in the order
-   o+1, o+2, ... (mod R; o itself last) are the candidates, the first K; the
-   cache takes the first ``budget`` (`protocol`'s rule: the artifact's ``PQ +
-   MSHR < MSHR - 1`` and PQ-not-full gate), those are cleared, and an entry with
-   nothing left pending is erased. Level 1 fills L1D, level 2 fills L2.
+   o+1, o+2, ... (mod R; o itself last, where the artifact clears o's level
+   without issuing it) are the candidates, the first K; the cache takes the
+   first ``budget`` (`protocol`'s rule: the artifact's ``PQ + MSHR < MSHR - 1``
+   and PQ-not-full gate), their levels are cleared (their sources stay), and an
+   entry with nothing left pending is erased. Level 1 fills L1D, level 2 fills
+   L2.
 
 **Modes.** ``"artifact"`` keeps the quirks: training only on AT capacity
 eviction (the artifact never calls its L1D-eviction hook), the ``con_counter
->> 1`` no-op, PT overwrite. ``"fixed"`` halves the counter; it does not add
-eviction training (the `protocol` has no fill / eviction hook) nor PT merging.
+>> 1`` no-op, PT overwrite, a PT hit that leaves the PT's LRU order alone (the
+artifact's PT find is its only table lookup without a promote, so its "LRU" is
+the order of the writes), and a PB entry allocated for a stride trigger without
+targets (it can evict another region's pending prefetches). ``"fixed"`` halves
+the counter, touches the PT LRU on a hit and allocates nothing for a trigger
+without targets; it does not add eviction training (the `protocol` has no
+fill / eviction hook) nor PT merging. Both modes share the rest of the
+artifact's design: the trigger's reset of ``last_offset`` and ``last_stride``
+(a deliberate statement that throttles the engine: a trigger covers the next
+strides, and re-arming on every access would re-request the targets already
+pending or issued), the deque of distinct hashes, SS spans of a quarter region,
+and the per-offset sources of the PB.
 
 **Params** (`GazeParams`, traced): ``pt_entries`` (power of two, 128 ..
 ``max_pt_entries``), ``region_blocks`` (power of two, 8 .. ``max_region_blocks``),
@@ -156,8 +189,8 @@ writes, full streaming regions, PB evictions, issued prefetches by source.
 >>> params = hierarchy.make_params(prefetcher=pf.make_params())
 >>> trace = runner.make_trace(np.arange(64, 72, dtype=np.int32), instr=np.arange(8) * 1000)
 >>> state, codes = runner.run(trace, hierarchy.CacheConfig(), params, pf)
->>> runner.decode(codes)["accepted"].tolist()  # (0, 1), counter 0: stride from the 3rd
-[0, 0, 4, 4, 4, 4, 4, 4]
+>>> runner.decode(codes)["accepted"].tolist()  # (0, 1), counter 0: stride at 2, then 5
+[0, 0, 4, 0, 0, 4, 0, 0]
 """
 
 from __future__ import annotations
@@ -180,7 +213,6 @@ PT_WAYS = 4
 PB_SETS, PB_WAYS = 4, 8
 DEQUE_LEN = 8
 CON_MAX = 8
-SS_L1_SPAN = 16
 MAX_DEGREE = 8
 MAX_LOOKAHEAD = 8
 MIN_PT_ENTRIES = 128
@@ -560,6 +592,10 @@ def _issue(mode: str, Rm: int, K: int, pstate: GazeState, cache_state: Any, acce
   v_trig, v_second = _el(at_W8, at_vway, AT_TRIG), _el(at_W8, at_vway, AT_SECOND)
   v_key = v_second * R + v_trig
   v_ss = ss_on & (v_trig == 0) & (v_second == 1)
+  v_pc = _el(at_W8, at_vway, AT_PC)
+  v_hash = (v_pc >> 8) & 63
+  v_hash_new = ~functools.reduce(jnp.logical_or,
+                                 [regs[R_DEQUE + i] == v_hash for i in range(DEQUE_LEN)])
   evict = case_second & (vkey[3] != INT32_MIN)
   e_flags = _el(at_W8, at_hway, AT_FLAGS)
   c = _materialise(
@@ -567,18 +603,21 @@ def _issue(mode: str, Rm: int, K: int, pstate: GazeState, cache_state: Any, acce
       at_way=jnp.where(at_hit, at_hway, at_vway),
       e_last_off=_el(at_W8, at_hway, AT_LAST_OFF), e_last_stride=_el(at_W8, at_hway,
                                                                      AT_LAST_STRIDE),
-      e_armable=(e_flags & (MISSED | CON)) != 0, e_con=(e_flags & CON) != 0,
+      e_armable=((e_flags & (MISSED | CON)) != 0) & (degree > 0), e_con=(e_flags & CON) != 0,
       t=t, trig_pc=trig_pc, case_second=case_second,
       case_insert=load & ~at_hit & ~ft_hit, case_again=ft_hit & (o == t), is_ss=is_ss,
-      ss_aggr=ss_aggr, ss_cons=is_ss & ~ss_aggr & (cnt > 2), p_set=key & (pt_sets - 1),
+      # At R = 8 the conservative bulk (0..R/4-1) is only the key (0, 1): a miss.
+      ss_aggr=ss_aggr, ss_cons=is_ss & ~ss_aggr & (cnt > 2) & (R >= 16),
+      p_set=key & (pt_sets - 1),
       p_tag=key >> pt_shift, t_set=v_key & (pt_sets - 1), t_tag=v_key >> pt_shift,
       evict=evict, train_ss=evict & v_ss, train_pt=evict & ~v_ss, v_trig=v_trig,
-      v_pc=_el(at_W8, at_vway, AT_PC), ft_vkey=vkey[1], ft_vway=vway[1],
+      v_hash=v_hash, v_hash_new=v_hash_new, ft_vkey=vkey[1], ft_vway=vway[1],
       pb_hit=pb_hit, pb_way=jnp.where(pb_hit, vway[4], vway[5]),
       pb_evictable=vkey[5] != INT32_MIN)
   b = {k: c[k] != 0 for k in ("at_hit", "ft_hit", "e_armable", "e_con", "case_second",
                               "case_insert", "case_again", "is_ss", "ss_aggr", "ss_cons",
-                              "evict", "train_ss", "train_pt", "pb_hit", "pb_evictable")}
+                              "evict", "train_ss", "train_pt", "pb_hit", "pb_evictable",
+                              "v_hash_new")}
   at_hit, case_second, is_ss, t = b["at_hit"], b["case_second"], b["is_ss"], c["t"]
   p_set, t_set, at_way, pb_way = c["p_set"], c["t_set"], c["at_way"], c["pb_way"]
   stride = o - c["e_last_off"]
@@ -605,14 +644,13 @@ def _issue(mode: str, Rm: int, K: int, pstate: GazeState, cache_state: Any, acce
   pkey, pway = _argmin_rows(jnp.stack([
       jnp.where(match_A, 0, 1),
       jnp.where(pt_B0[:, X_TAG] == c["t_tag"], 0, 1),
-      b_lru,
-      jnp.where(same & match_A, stamp0, b_lru)]))
+      b_lru] + ([jnp.where(same & match_A, stamp0, b_lru)] if mode == "fixed" else [])))
 
   # Step 1 (AT hit: footprint, stride engine) and the PT lookup, as scalars. A
   # footprint slot holds 0 or the footprint's size (so "full" is one element,
   # not a reduction); so does a stored pattern, which also holds its key's
   # offsets t and s (a footprint starts as {t, s}): "a bit besides t and s" is a
-  # size above 2.
+  # size above 2. (e_armable holds degree > 0.)
   fp_A = e_A[AT_FIELDS:]
   is_new = at_hit & (_at(fp_A, o) == 0)
   armed = is_new & b["e_armable"] & (stride == c["e_last_stride"])
@@ -626,14 +664,20 @@ def _issue(mode: str, Rm: int, K: int, pstate: GazeState, cache_state: Any, acce
   pt_usable = pt_on | ((t == 0) & (o == 1))  # PT off: only the key (0, 1) may hit
   pt_hit = pt_lookup & pt_usable & (pkey[0] == 0) & (_el(pt_A, p_way, X_FIELDS + t) > 2)
   con = b["ss_aggr"] | b["ss_cons"]
-  any_fill = case_second & (con | pt_hit)  # R >= 8: a bulk always leaves offsets 2..7
-  write = any_fill | (at_hit & any_stride)
+  any_fill = case_second & (con | pt_hit)  # a bulk always leaves an offset past 0, 1
+  # A trigger without targets: the artifact still allocates a PB entry (erased
+  # by this access's drain: only the eviction of its way's entry remains).
+  write = any_fill | (at_hit & (armed if mode == "artifact" else any_stride))
+  if mode == "fixed":  # the PT hit's LRU touch can make the training key's victim another way
+    t_victim = jnp.where(same & pt_hit, pway[3], pway[2])
+  else:
+    t_victim = pway[2]
   c2 = _materialise(
       opaque_one, p_way=p_way, pt_hit=pt_hit, any_fill=any_fill, write=write,
       present=b["pb_hit"] | write, is_new=is_new, armed=armed, any_stride=any_stride,
-      fp_size=_at(fp_A, c["e_last_off"]),  # the last offset is always in the footprint
-      full=_at(v_A[AT_FIELDS:], c["v_trig"]) == R,  # so is the trigger
-      t_way=jnp.where(pkey[1] == 0, pway[1], jnp.where(same & pt_hit, pway[3], pway[2])))
+      fp_size=_at(fp_A, e_A[AT_TRIG]),  # the trigger is always in the footprint
+      full=_at(v_A[AT_FIELDS:], c["v_trig"]) == R,  # (the victim's too)
+      t_way=jnp.where(pkey[1] == 0, pway[1], t_victim))
   p_way, t_way = c2["p_way"], c2["t_way"]
   pt_hit, any_fill, write, present, is_new = (
       c2[k] != 0 for k in ("pt_hit", "any_fill", "write", "present", "is_new"))
@@ -645,11 +689,16 @@ def _issue(mode: str, Rm: int, K: int, pstate: GazeState, cache_state: Any, acce
   inc[S_SS_LOOKUPS] = c["is_ss"]
   inc[S_SS_BULK] = con.astype(jnp.int32)
 
-  # The PT: the lookup's LRU touch (one element), the training write (one row).
-  pt = _write_row(pstate.pt, p_set, p_way,
-                  jnp.where(pt_hit, stamp0, _el(pt_A, p_way, X_LRU)), X_LRU)
-  b_row = jnp.where(same & pt_hit & (t_way == p_way) & (lane_P == X_LRU), stamp0,
-                    _row(pt_B0, t_way))
+  # The PT: the lookup's LRU touch (one element; mode "fixed" only), the training
+  # write (one row).
+  if mode == "fixed":
+    pt = _write_row(pstate.pt, p_set, p_way,
+                    jnp.where(pt_hit, stamp0, _el(pt_A, p_way, X_LRU)), X_LRU)
+    b_row = jnp.where(same & pt_hit & (t_way == p_way) & (lane_P == X_LRU), stamp0,
+                      _row(pt_B0, t_way))
+  else:  # the artifact's PT find leaves the LRU alone
+    pt = pstate.pt
+    b_row = _row(pt_B0, t_way)
   v_fp_P = v_A[AT_FIELDS - X_FIELDS:]  # the footprint at PT lanes
   pt_row = _select(lane_P, [c["t_tag"], stamp1], jnp.where(off_P < R, v_fp_P, 0))
   pt = _write_row(pt, t_set, t_way, jnp.where(b["train_pt"], pt_row, b_row))
@@ -657,12 +706,13 @@ def _issue(mode: str, Rm: int, K: int, pstate: GazeState, cache_state: Any, acce
 
   # AT: the hit's update or the insertion (one row).
   old_A = jnp.where(at_hit, e_A, v_A)
+  armed = c2["armed"] != 0
   e_new = jnp.where(
       lane_A >= AT_FIELDS,
       jnp.where((e_A != 0) | (off_A == o), c2["fp_size"] + c2["is_new"], 0),
       _select(lane_A, [e_A[i] for i in range(AT_LAST_OFF)]
-              + [jnp.where(is_new, o, e_A[AT_LAST_OFF]),
-                 jnp.where(is_new, stride, e_A[AT_LAST_STRIDE]),
+              + [jnp.where(armed, 0, jnp.where(is_new, o, e_A[AT_LAST_OFF])),  # a trigger
+                 jnp.where(armed, 0, jnp.where(is_new, stride, e_A[AT_LAST_STRIDE])),  # resets
                  e_A[AT_FLAGS], stamp0], e_A))
   flags = jnp.where(missed, MISSED, 0) | jnp.where(con, CON, 0)
   e_ins = _select(lane_A, [r, t, o, c["trig_pc"], o, o - t, flags, stamp0],
@@ -698,24 +748,32 @@ def _issue(mode: str, Rm: int, K: int, pstate: GazeState, cache_state: Any, acce
   inc[S_FT_INSERTS] = c["case_insert"]
 
   # ---- PB: fill (3) or stride merge (1), then drain (4), over the PB row's
-  # lanes (offset = lane - 2).
+  # lanes (offset = lane - 2). A slot is level | source << 2; every offset of a
+  # valid entry keeps a source (the artifact's per-offset metadata), pending or not.
   in_P = (off_P >= 0) & (off_P < R)
   key_P = (off_P == t) | (off_P == o)
   stride_P = jnp.zeros((PF,), jnp.bool_)
   for i in range(1, MAX_DEGREE + 1):
     stride_P = stride_P | ((i <= degree) & (off_P == o + (lookahead + i) * stride))
   fp_P = e_A[AT_FIELDS - X_FIELDS:]  # the AT hit's footprint
-  stride_P = stride_P & (c2["armed"] != 0) & in_P & (fp_P == 0) & (off_P != o)
+  stride_P = stride_P & armed & in_P & (fp_P == 0) & (off_P != o)
   pat_P = _row(pt_A, p_way)
+  span = R >> 2  # the SS bulks' first quarter of the region
   ss_far = jnp.where(jnp.asarray(pp.ss_all_l1, jnp.bool_), 1, 2)  # L2, or L1D (ss_all_l1)
-  ss_lvl_P = jnp.where(b["ss_aggr"], jnp.where(off_P < SS_L1_SPAN, 1, ss_far),
-                       jnp.where(b["ss_cons"] & (off_P < SS_L1_SPAN), ss_far, 0))
-  fill_P = jnp.where(is_ss, ss_lvl_P | (SRC_SS << 2),
-                     jnp.where(pt_hit & (pat_P != 0), 1 | (SRC_PT << 2), 0))
-  fill_P = jnp.where(key_P | ~in_P, 0, fill_P)
-  src = jnp.where(b["e_con"], SRC_PROMOTE, SRC_STRIDE)
+  ss_lvl_P = jnp.where(b["ss_aggr"], jnp.where(off_P < span, 1, ss_far),
+                       jnp.where(off_P < span, ss_far, 0))
+  fill_P = jnp.where(is_ss, ss_lvl_P | (SRC_SS << 2), jnp.where(pat_P != 0, 1, 0) | (SRC_PT << 2))
+  fill_P = jnp.where(in_P, jnp.where(key_P, fill_P & 12, fill_P), 0)
+  # Stride merge: a new entry's source is "promote" (con) or "stride" (missed);
+  # a target takes level L1D and keeps its source, but SS becomes "promote"
+  # unless the target was already pending for L1D.
+  old_P = jnp.where(pb_hit, pb_old,
+                    jnp.where(in_P, jnp.where(b["e_con"], SRC_PROMOTE, SRC_STRIDE) << 2, 0))
+  old_src_P = old_P >> 2
+  promote_P = ((old_P & 3) != 1) & (old_src_P == SRC_SS)
   vals_P = jnp.where(any_fill, fill_P,
-                     jnp.where(at_hit & stride_P, 1 | (src << 2), jnp.where(pb_hit, pb_old, 0)))
+                     jnp.where(stride_P, 1 | (jnp.where(promote_P, SRC_PROMOTE, old_src_P) << 2),
+                               old_P))
   pending_P = ((vals_P & 3) != 0) & in_P & present
   # Drain order o+1, o+2, ... (mod R), o last. Without a sort (a slow kernel on
   # XLA:CPU) or a cumsum (several): a pending slot's rank is the number of
@@ -737,7 +795,7 @@ def _issue(mode: str, Rm: int, K: int, pstate: GazeState, cache_state: Any, acce
   for k_src in range(4):
     inc[S_ISSUED + k_src] = pick[K + k_src]
   left = n_pending > take
-  vals_P = jnp.where(issued_P, 0, vals_P)
+  vals_P = jnp.where(issued_P, vals_P & 12, vals_P)  # the source stays
   pb_row = _select(lane_P, [jnp.where(left, r, -1), stamp0], vals_P)
   pb = _write_row(pstate.pb, pb_set, pb_way, jnp.where(present, pb_row, pb_old))
   inc[S_PB_EVICTIONS] = (write & ~pb_hit & b["pb_evictable"]).astype(jnp.int32)
@@ -748,9 +806,10 @@ def _issue(mode: str, Rm: int, K: int, pstate: GazeState, cache_state: Any, acce
 
   # ---- Registers (a non-load step writes its rows back unchanged).
   lane = np.arange(NUM_REGS)
-  shifted = jnp.where(lane == R_DEQUE, (c["v_pc"] >> 8) & 63,
+  shifted = jnp.where(lane == R_DEQUE, c["v_hash"],
                       jnp.concatenate([regs[:1], regs[:-1]]))  # push the victim's PC hash
-  new_regs = jnp.where(ss_full & (lane >= R_DEQUE) & (lane < R_STATS), shifted, regs)
+  push = ss_full & b["v_hash_new"]  # only if not in the deque already
+  new_regs = jnp.where(push & (lane >= R_DEQUE) & (lane < R_STATS), shifted, regs)
   new_regs = jnp.where(lane == R_TICK, tick + load.astype(jnp.int32), new_regs)
   new_regs = jnp.where(lane == R_CON, cnt_new, new_regs)
   for i, value in enumerate(inc):
@@ -772,7 +831,8 @@ def gaze(mode: str = "artifact", max_pt_entries: int = 1024, max_region_blocks: 
 
   Args:
     mode: ``"artifact"`` (the authors' code, quirks kept) or ``"fixed"``
-      (``con_counter`` halves; see the module docstring).
+      (``con_counter`` halves, a PT hit touches the PT's LRU, a stride trigger
+      without targets allocates no PB entry; see the module docstring).
     max_pt_entries: the largest ``pt_entries`` a params sweep may use (power of
       two >= 128); the PT is allocated at this size.
     max_region_blocks: the largest ``region_blocks`` (power of two >= 8; 1024

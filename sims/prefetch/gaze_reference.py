@@ -33,7 +33,6 @@ PT_WAYS = 4
 PB_SETS, PB_WAYS = 4, 8
 DEQUE_LEN = 8
 CON_MAX = 8
-SS_L1_SPAN = 16  # SS bulk: offsets 0..15 into L1D (the rest of the region into L2)
 
 # Per-offset PB source tags (the artifact's prefetch metadata).
 SRC_STRIDE, SRC_PT, SRC_SS, SRC_PROMOTE = range(4)
@@ -61,8 +60,10 @@ class GazeReference:
   """Gaze as dicts and lists; see `jaxsys.sims.prefetch.gaze` for the mechanism.
 
   Args:
-    mode: ``"artifact"`` (the no-op ``con_counter >> 1`` kept) or ``"fixed"``
-      (the counter halves).
+    mode: ``"artifact"`` (the quirks kept: the no-op ``con_counter >> 1``, no
+      PT LRU touch on a hit, a PB entry for a stride trigger without targets)
+      or ``"fixed"`` (the counter halves, a PT hit touches its LRU, a trigger
+      without targets allocates nothing).
     pt_entries, region_blocks, degree, lookahead, ss_enabled, pt_enabled,
       ss_all_l1: as `gaze`'s params (already checked there;
       ``GazeReference(**gaze.VARIANTS[name])`` is an artifact variant).
@@ -88,6 +89,7 @@ class GazeReference:
     self.ft = [[None] * FT_WAYS for _ in range(FT_SETS)]
     self.at = [[None] * AT_WAYS for _ in range(AT_SETS)]
     self.pt = [[None] * PT_WAYS for _ in range(self.pt_sets)]
+    # PB way: "pat" {offset: level} (pending only), "src" [R] source per offset.
     self.pb = [[None] * PB_WAYS for _ in range(PB_SETS)]
     self.con_counter = 0
     self.deque: list[int] = []  # newest first
@@ -136,9 +138,9 @@ class GazeReference:
     if i is None and create:
       i = self._lru_victim(ways)
       old = ways[i]
-      if old is not None and any(old["pat"].values()):
+      if old is not None and old["pat"]:
         self.stats["pb_evictions"] += 1
-      ways[i] = {"tag": region, "pat": {}, "lru": 0}
+      ways[i] = {"tag": region, "pat": {}, "src": [0] * self.R, "lru": 0}
     return None if i is None else ways[i]
 
   # --------------------------------------------------------------- training
@@ -150,8 +152,10 @@ class GazeReference:
       if len(v["fp"]) == self.R:  # every block of the region was accessed
         self.stats["ss_full"] += 1
         self.con_counter = min(CON_MAX, self.con_counter + 1)
-        self.deque.insert(0, pc_hash6(v["pc"]))
-        del self.deque[DEQUE_LEN:]
+        h = pc_hash6(v["pc"])
+        if h not in self.deque:  # pushed only if absent (the oldest drops out)
+          self.deque.insert(0, h)
+          del self.deque[DEQUE_LEN:]
       elif self.con_counter <= 2:
         self.con_counter = max(0, self.con_counter - 1)
       elif self.mode == "fixed":
@@ -181,10 +185,12 @@ class GazeReference:
         return
       e["fp"].add(o)
       stride = o - e["last_off"]
-      armed = (e["missed"] or e["con"]) and stride == e["last_stride"]
+      armed = (self.degree > 0 and (e["missed"] or e["con"])
+               and stride == e["last_stride"])
       e["last_off"], e["last_stride"] = o, stride
       if not armed:
         return
+      e["last_off"], e["last_stride"] = 0, 0  # a trigger resets both (both modes)
       targets = []
       for k in range(1, self.degree + 1):
         t = o + (self.lookahead + k) * stride
@@ -192,10 +198,16 @@ class GazeReference:
           targets.append(t)
       if targets:
         self.stats["stride_triggers"] += 1
-        pb = self._pb_get(r, create=True)
+      if targets or self.mode == "artifact":  # artifact: an entry even for no targets
+        pb = self._pb_get(r, create=False)
+        if pb is None:
+          pb = self._pb_get(r, create=True)
+          pb["src"] = [SRC_PROMOTE if e["con"] else SRC_STRIDE] * self.R
         pb["lru"] = self._stamp()
-        for t in targets:
-          pb["pat"][t] = (1, SRC_PROMOTE if e["con"] else SRC_STRIDE)  # into L1D
+        for t in targets:  # into L1D; an SS source becomes "promote" unless pending in L1D
+          if pb["pat"].get(t) != 1 and pb["src"][t] == SRC_SS:
+            pb["src"][t] = SRC_PROMOTE
+          pb["pat"][t] = 1
       return
 
     ft_ways = self.ft[fold_set(r)]
@@ -212,21 +224,24 @@ class GazeReference:
 
     # 3. the second distinct offset: predict, then move the region FT -> AT.
     t, s = f["trig"], o
-    pattern: dict[int, tuple[int, int]] = {}
+    pattern: dict[int, int] = {}  # offset -> level
+    src = SRC_PT
     con = missed = False
     if self.ss_enabled and (t, s) == (0, 1):
       self.stats["ss_lookups"] += 1
       far = 1 if self.ss_all_l1 else 2  # the level of offsets past the L1D span (or all)
+      span = self.R // 4  # the artifact's NUM_BLOCKS / 4: 0..15 at R = 64
+      src = SRC_SS
       if self.con_counter == CON_MAX or pc_hash6(f["pc"]) in self.deque:  # aggressive
-        pattern = {k: (1 if k < SS_L1_SPAN else far, SRC_SS) for k in range(self.R)}
-        con = True
+        pattern = {k: (1 if k < span else far) for k in range(self.R)}
       elif self.con_counter > 2:  # conservative
-        pattern = {k: (far, SRC_SS) for k in range(min(SS_L1_SPAN, self.R))}
+        pattern = {k: far for k in range(span)}
+      if set(pattern) - {t, s}:  # a bulk of only 0 and 1 (conservative, R = 8) is a miss
         con = True
-      else:
-        missed = True
-      if con:
         self.stats["ss_bulk"] += 1
+      else:
+        pattern = {}
+        missed = True
     else:
       self.stats["pt_lookups"] += 1
       key = s * self.R + t
@@ -236,8 +251,9 @@ class GazeReference:
         i = None  # the PT is off for every key but (0, 1): a miss (it still trains)
       if i is not None and ways[i]["pat"] - {t, s}:
         self.stats["pt_hits"] += 1
-        ways[i]["lru"] = self._stamp()
-        pattern = {k: (1, SRC_PT) for k in ways[i]["pat"]}
+        if self.mode == "fixed":  # the artifact's PT find does not touch the LRU
+          ways[i]["lru"] = self._stamp()
+        pattern = {k: 1 for k in ways[i]["pat"]}
       else:
         missed = True
     pattern.pop(t, None)
@@ -245,6 +261,7 @@ class GazeReference:
     if pattern:
       pb = self._pb_get(r, create=True)
       pb["pat"] = pattern
+      pb["src"] = [src] * self.R
       pb["lru"] = self._stamp()
     ft_ways[j] = None
     k = self._lru_victim(at_ways)
@@ -271,9 +288,10 @@ class GazeReference:
       off = (o + k) % self.R
       if off in pb["pat"] and len(offsets) < self.K:
         offsets.append(off)
-    cands = [(r * self.R + off, pb["pat"][off][0] - 1) for off in offsets]
+    cands = [(r * self.R + off, pb["pat"][off] - 1) for off in offsets]
     for off in offsets[:max(budget, 0)]:  # the cache takes exactly the first `budget`
-      _, src = pb["pat"].pop(off)
+      del pb["pat"][off]  # the source tag stays
+      src = pb["src"][off]
       self.stats[("issued_stride", "issued_pt", "issued_ss", "issued_promote")[src]] += 1
     self.issued.extend(cands[:max(budget, 0)])
     self.log.append(cands[:max(budget, 0)])

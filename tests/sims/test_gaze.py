@@ -31,6 +31,7 @@ N = 4096  # one trace length for every test (hand traces are padded): one compil
 FAR = 1000  # instructions between hand-worked accesses: every MSHR and PQ entry is free again
 # Regions whose FT / AT set (XOR of 3-bit chunks, `fold_set`) is 0: octal digits XOR to 0.
 SET0 = [9, 18, 27, 36, 45, 54, 63, 65, 72, 83, 90, 101, 108, 119, 126, 130, 139, 144, 153, 166]
+SET0_MORE = [r for r in range(167, 400) if gref.fold_set(r) == 0]  # 173, 182, ...: past SET0
 P = 0x1200  # a PC, hash (bits [13:8]) 18
 Q = 0x4400  # hash 4
 S = 0x2300  # hash 35
@@ -112,8 +113,9 @@ def assert_tables_equal(state, g):
       else:
         assert pb[s, w, gz.X_TAG] == e["tag"], ("pb", s, w)
         vals = pb[s, w, gz.X_FIELDS:]
-        got = {int(o): (int(vals[o]) & 3, int(vals[o]) >> 2) for o in np.flatnonzero(vals)}
-        assert got == e["pat"], ("pb", s, w)
+        got = {int(o): int(vals[o]) & 3 for o in np.flatnonzero(vals & 3)}
+        assert got == e["pat"], ("pb", s, w)  # the pending levels
+        assert (vals[:R] >> 2).tolist() == e["src"], ("pb src", s, w)  # every offset's source
         assert not vals[R:].any()
     lru_order(g.pb[s], pb[s, :, gz.X_LRU])
   assert int(state.con_counter) == g.con_counter
@@ -206,12 +208,13 @@ def test_streaming_bulk_then_promote():
   # and the stride engine covers it. Eight (3, 5) regions of set 0 then evict
   # it: a full (0, 1) footprint: con_counter 1 and P's hash (18) enters the
   # deque. Region 100, PC P, offsets 0 then 1: (0, 1) with the PC in the
-  # deque -> bulk: 0..15 into L1D, 16..63 into L2, minus the key offsets 0, 1.
+  # deque -> bulk: 0..15 (R / 4) into L1D, 16..63 into L2, minus the key 0, 1.
   # Drain from 2 with budget 14 (the demand miss holds an MSHR): 2..15 (L1D).
   # Offset 2 (an L1D hit, budget 15): a new offset, stride 2 - 1 = 1 equals
   # the last stride (1 - 0) and the region carries `con`: the stride engine
   # (lookahead 2, degree 4) promotes 2+3 .. 2+6 = 5, 6, 7, 8 into L1D (issued
   # already at offset 1 and re-requested, dropped by the cache as redundant).
+  # They were no longer pending, so their source "SS bulk" becomes "promote".
   # Drain from 3: 5, 6, 7, 8 (L1D), then 16..26 (L2): 15 in all.
   fillers = [a for r in SET0[1:9] for a in region(r, [3, 5], Q)]
   accesses = region(9, range(64), P) + fillers + region(100, [0, 1, 2], P)
@@ -220,23 +223,164 @@ def test_streaming_bulk_then_promote():
   assert g.log[-2] == blocks_of(100, range(2, 16), 0)
   assert g.log[-1] == blocks_of(100, [5, 6, 7, 8], 0) + blocks_of(100, range(16, 27), 1)
   assert g.con_counter == 1 and g.deque == [18]
+  assert g.stats["issued_promote"] == 4 and g.stats["issued_ss"] == 14 + 11
 
 
 def test_stride_engine_on_pt_misses():
   # Region 7, offsets 4, 6: PT miss (missed_in_pt). Offset 8: stride 2 = last
   # stride (6 - 4): armed; targets 8 + (2 + i) * 2, i = 1..4: 14, 16, 18, 20
-  # (L1D), drained from 9 upward in that order. Offset 10: 16, 18, 20, 22 (16..20
-  # were issued and are not in the footprint, so they are requested again).
-  # Region 11, offsets 40, 37, 34 (stride -3): targets 34 - 9, -12, -15, -18 =
-  # 25, 22, 19, 16; the drain walks up from 35 and wraps: 16, 19, 22, 25.
+  # (L1D), drained from 9 upward in that order. The trigger resets the last
+  # offset and stride to 0, so offset 10 (stride 10 - 0 = 10 vs 0) does not
+  # arm again. Region 11, offsets 40, 37, 34 (stride -3): targets 34 - 9, -12,
+  # -15, -18 = 25, 22, 19, 16; the drain walks up from 35 and wraps: 16, 19,
+  # 22, 25.
   accesses = region(7, [4, 6, 8, 10], P) + region(11, [40, 37, 34], P)
   _, g = run_both(hand_trace(accesses))
-  assert g.log == [[], [], blocks_of(7, [14, 16, 18, 20], 0), blocks_of(7, [16, 18, 20, 22], 0),
+  assert g.log == [[], [], blocks_of(7, [14, 16, 18, 20], 0), [],
                    [], [], blocks_of(11, [16, 19, 22, 25], 0)]
-  assert g.stats["stride_triggers"] == 3 and g.stats["issued_stride"] == 12
+  assert g.stats["stride_triggers"] == 2 and g.stats["issued_stride"] == 8
   # Degree 2, lookahead 0: targets o + s, o + 2s.
   _, g = run_both(hand_trace(accesses), degree=2, lookahead=0)
   assert g.log[2] == blocks_of(7, [10, 12], 0) and g.log[6] == blocks_of(11, [28, 31], 0)
+
+
+def test_stride_trigger_resets_last_offset_and_stride():
+  # Region 7, stride 2 from offset 4 (PT miss, missed_in_pt). 8: trigger, 14,
+  # 16, 18, 20; last offset and stride become (0, 0). 10: stride 10 - 0 = 10 !=
+  # 0, last (10, 10). 12: stride 2 != 10, last (12, 2). 14: stride 2 = 2,
+  # trigger: 20, 22, 24, 26 (20 was issued, not accessed: asked again). With
+  # the old re-arming, 10 and 12 would each have triggered too.
+  accesses = region(7, [4, 6, 8, 10, 12, 14], P)
+  _, g = run_both(hand_trace(accesses))
+  assert g.log == [[], [], blocks_of(7, [14, 16, 18, 20], 0), [], [],
+                   blocks_of(7, [20, 22, 24, 26], 0)]
+  assert g.stats["stride_triggers"] == 2
+  e = g.at[gref.fold_set(7)][0]
+  assert (e["last_off"], e["last_stride"]) == (0, 0)
+
+
+@pytest.mark.parametrize("pf", [ARTIFACT, FIXED], ids=["artifact", "fixed"])
+def test_stride_trigger_without_targets_evicts_a_pb_entry_in_artifact_mode(pf):
+  # Region 9 (all 64 offsets, PC P) and eight (3, 5) fillers of AT set 0: 9 is
+  # evicted full, con_counter 1 and P's hash in the deque. Regions 100, 104,
+  # ..., 128 (PB set r & 3 = 0), PC P, offsets 0, 1 each: the aggressive bulk;
+  # the drain at 1 (a miss, budget 14) issues 2..15 and leaves 16..63 pending
+  # (L2): PB set 0 is full, 100 its LRU entry. Region 132 (PB set 0), PC Q,
+  # offsets 54, 56 (PT miss), 58: stride 2 = 2, a trigger whose targets 64, 66,
+  # 68, 70 are all past the region. The artifact allocates 132 an entry
+  # anyway: the LRU victim, 100, loses its 48 pending offsets (the empty entry
+  # is erased by the drain at 58). Region 100, offset 40 (stride 39, no
+  # trigger; a miss, budget 14): fixed drains 41..54 into L2, the artifact
+  # finds no entry.
+  fillers = [a for r in SET0[1:9] for a in region(r, [3, 5], Q)]
+  bulks = [a for r in range(100, 132, 4) for a in region(r, [0, 1], P)]
+  accesses = (region(9, range(64), P) + fillers + bulks + region(132, [54, 56, 58], Q)
+              + region(100, [40], P))
+  _, g = run_both(hand_trace(accesses), pf)
+  # Region 9's triggers: 2, 5, ..., 62 (each resets); the last has no target.
+  assert g.stats["ss_bulk"] == 8 and g.stats["stride_triggers"] == 20
+  if pf is ARTIFACT:
+    assert g.stats["pb_evictions"] == 1 and g.log[-1] == []
+  else:
+    assert g.stats["pb_evictions"] == 0 and g.log[-1] == blocks_of(100, range(41, 55), 1)
+
+
+def test_deque_holds_distinct_hashes():
+  # 8-block regions (R = 8). AT set 0 takes, in order: a full (0, 1) region with
+  # PC S (hash 35), then eight times a full (0, 1) region with PC P (hash 18)
+  # and a (0, 1) region with PC Q touched at 0, 1 only, then eight (3, 5)
+  # fillers: the first 17 are evicted in that order. con_counter: S full 1, P
+  # full 2, partial 1 (<= 2: decrement), P 2, partial 1, ...: 1 at the end. The
+  # deque takes 35, then 18 once (already there later): [18, 35]; pushing 18
+  # eight times would have dropped 35. Region 100, PC S, offsets 0, 1: counter
+  # 1, but 35 is in the deque: the aggressive bulk, 0..1 (a quarter of 8) into
+  # L1D, 2..7 into L2; minus the key, 2..7 go (L2).
+  set0 = SET0 + SET0_MORE
+  accesses = region(set0[0], range(8), S, R=8)
+  for k in range(8):
+    accesses += region(set0[1 + 2 * k], range(8), P, R=8)
+    accesses += region(set0[2 + 2 * k], [0, 1], Q, R=8)
+  accesses += [a for r in set0[17:25] for a in region(r, [3, 5], Q, R=8)]
+  accesses += region(100, [0, 1], S, R=8)
+  _, g = run_both(hand_trace(accesses), region_blocks=8)
+  assert g.stats["ss_full"] == 9 and g.stats["at_evictions"] == 17
+  assert g.deque == [18, 35] and g.con_counter == 1
+  assert g.log[-1] == blocks_of(100, range(2, 8), 1, R=8)
+
+
+@pytest.mark.parametrize("pf", [ARTIFACT, FIXED], ids=["artifact", "fixed"])
+def test_pt_hit_touches_the_pt_lru_in_fixed_mode_only(pf):
+  # AT set 0: regions with keys (10, 20), (10, 21), (10, 22), (10, 23) and
+  # footprints {10, 20 + k, 40}, then eight (3, 5) fillers: the first four
+  # evict them in order and train PT set 10 (set = trigger, tag = second),
+  # filling its 4 ways oldest-first. Region 100 (set 1), offsets 10, 20: a PT
+  # hit, 40 into L1D; fixed touches the entry's LRU, the artifact does not.
+  # Key (10, 24) then trains the same full set (it evicts the first filler,
+  # and eight more fillers evict the other seven, then it):
+  # its LRU victim is (10, 20) in the artifact (the oldest write), (10, 21) in
+  # fixed. Region 102 (set 3), offsets 10, 20: the artifact misses, fixed hits.
+  set0 = SET0 + SET0_MORE
+  keyed = [a for k, r in enumerate(set0[:4]) for a in region(r, [10, 20 + k, 40], P)]
+  fill1 = [a for r in set0[4:12] for a in region(r, [3, 5], Q)]
+  fill2 = [a for r in set0[13:21] for a in region(r, [3, 5], Q)]
+  accesses = (keyed + fill1 + region(100, [10, 20], P) + region(set0[12], [10, 24, 40], P)
+              + fill2 + region(102, [10, 20], P))
+  _, g = run_both(hand_trace(accesses), pf)
+  k = len(keyed) + len(fill1)
+  assert g.log[k + 1] == blocks_of(100, [40], 0)
+  assert g.stats["pt_writes"] == 4 + 1 + 7 + 1  # the 4 keys, 8 fillers, (10, 24)
+  if pf is ARTIFACT:
+    assert g.log[-1] == [] and g.stats["pt_hits"] == 1
+  else:
+    assert g.log[-1] == blocks_of(102, [40], 0) and g.stats["pt_hits"] == 2
+
+
+def test_ss_bulk_spans_a_quarter_region():
+  # R = 16: region 9 (all 16 offsets, PC P) evicted full by eight fillers
+  # (deque [18]); region 100, PC P, offsets 0, 1: the aggressive bulk fills
+  # 0..3 (16 / 4) into L1D and 4..15 into L2; minus the key, the drain from 2
+  # (budget 14): 2, 3 (L1D), then 4..15 (L2): 14 in all.
+  fillers = [a for r in SET0[1:9] for a in region(r, [3, 5], Q, R=16)]
+  accesses = region(9, range(16), P, R=16) + fillers + region(100, [0, 1], P, R=16)
+  _, g = run_both(hand_trace(accesses), region_blocks=16)
+  assert g.log[-1] == blocks_of(100, [2, 3], 0, R=16) + blocks_of(100, range(4, 16), 1, R=16)
+  # R = 8: three full (0, 1) regions evicted: con_counter 3, deque [18].
+  # Region 101, PC S (not in the deque), offsets 0, 1: the conservative bulk
+  # covers 0..1 (8 / 4), only the key: a miss, nothing issued, the region is
+  # flagged missed_in_pt (no `con`). Offset 2: stride 1 = 1, the stride engine
+  # (its fallback): 2 + 3, 4, 5 = 5, 6, 7 (8 is past the region), into L1D as
+  # "stride".
+  full = [a for r in SET0[:3] for a in region(r, range(8), P, R=8)]
+  fill = [a for r in SET0[3:11] for a in region(r, [3, 5], Q, R=8)]
+  _, g = run_both(hand_trace(full + fill + region(SET0[11], [0, 1, 2], S, R=8)),
+                  region_blocks=8)
+  assert g.con_counter == 3 and g.deque == [18]
+  assert g.log[-2] == [] and g.log[-1] == blocks_of(SET0[11], [5, 6, 7], 0, R=8)
+  assert (g.stats["ss_lookups"], g.stats["ss_bulk"]) == (4, 0)
+  e = next(e for e in g.at[0] if e and e["tag"] == SET0[11])
+  assert e["missed"] and not e["con"]
+
+
+def test_stride_merge_keeps_ss_source_of_offsets_pending_for_l1d():
+  # Region 9 full and eight fillers (deque [18]); region 100, PC P, offset 0;
+  # 13 demand misses to fresh regions; one cycle later region 100's offset 1:
+  # the aggressive bulk (2..15 L1D, 16..63 L2, source SS) with budget 15 - 13 -
+  # 1 = 1: only 2 goes. Offset 2, far later (an L1D hit, budget 15): stride 1 =
+  # 1 with `con`: targets 5, 6, 7, 8, all still pending for L1D, so they keep
+  # the source "SS bulk" (not "promote"). Drain from 3: 3..15 (L1D), 16, 17
+  # (L2), all SS: issued_ss 1 + 15, issued_promote 0.
+  fillers = [a for r in SET0[1:9] for a in region(r, [3, 5], Q)]
+  head = region(9, range(64), P) + fillers + region(100, [0], P)
+  burst = [(5000 * 64 + 64 * k, S) for k in range(13)]  # 13 regions, first accesses
+  k = len(head)
+  trace = hand_trace(head + burst + region(100, [1, 2], P))
+  instr = np.asarray(trace.instr).copy()
+  instr[k:k + 14] = instr[k - 1] + FAR + np.arange(14)  # the burst and offset 1
+  instr[k + 14:] = np.maximum(instr[k + 14:], instr[k + 13] + FAR)
+  _, g = run_both(trace._replace(instr=instr))
+  assert g.log[-2] == blocks_of(100, [2], 0)
+  assert g.log[-1] == blocks_of(100, range(3, 16), 0) + blocks_of(100, [16, 17], 1)
+  assert (g.stats["issued_ss"], g.stats["issued_promote"]) == (16, 0)
 
 
 def _counter_trace():
@@ -257,7 +401,7 @@ def _counter_trace():
 @pytest.mark.parametrize("pf", [ARTIFACT, FIXED], ids=["artifact", "fixed"])
 def test_con_counter_artifact_no_op_vs_fixed_halving(pf):
   state, g = run_both(hand_trace(_counter_trace()), pf)
-  assert g.stats["ss_full"] == 3
+  assert g.stats["ss_full"] == 3 and g.deque == [18]  # P's hash, pushed once
   k = 3 * 64 + 16
   assert g.log[k + 1] == blocks_of(SET0[11], range(2, 16), 1)  # conservative: L2
   if pf is ARTIFACT:
@@ -405,7 +549,7 @@ def mixed_trace(seed):
                            instr=(np.arange(N) * 4).astype(np.int32))
 
 
-VARIANT_RB = 32  # the region size of the variant runs: full regions and bulks past offset 15
+VARIANT_RB = 32  # the variant runs' region size: full regions, bulks past their L1D span (8)
 
 
 @pytest.mark.parametrize("name", list(gz.VARIANTS))
