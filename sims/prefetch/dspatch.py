@@ -151,6 +151,9 @@ from jaxsys.sims.cache import hierarchy
 from jaxsys.sims.cache import protocol
 from jaxsys.sims.cache.protocol import Access, Candidates, Prefetcher
 
+from ._checks import check_int as _check_int
+from ._checks import check_pow2 as _check_pow2
+
 INT32_MAX = protocol.INT32_MAX
 COUNTER_MAX = 3  # 2-bit goodness counters
 REPLACEMENTS = ("fifo", "lru")
@@ -198,21 +201,6 @@ class DSPatchState(NamedTuple):
 
 
 # ----------------------------------------------------------------------------- checks
-
-
-def _check_int(name: str, value: Any, lo: int, hi: int, what: str = "") -> int:
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-    raise TypeError(f"{name}: expected an int, given {value!r}")
-  if not lo <= value <= hi:
-    raise ValueError(f"{name}: expected an int in {lo}..{hi}{what}, given {value}")
-  return int(value)
-
-
-def _check_pow2(name: str, value: Any, lo: int, hi: int, what: str = "") -> int:
-  value = _check_int(name, value, lo, hi, what)
-  if value & (value - 1):
-    raise ValueError(f"{name}: expected a power of two{what}, given {value}")
-  return value
 
 
 def make_dims(*, region_blocks: int, pb_entries: int, spt_entries: int) -> Dims:

@@ -152,7 +152,9 @@ import numpy as np
 from jaxsys.sims.cache import hierarchy
 from jaxsys.sims.cache import protocol
 from jaxsys.sims.cache.protocol import Access, Candidates, Prefetcher
+from ._checks import check_bool as _check_bool
 from ._checks import check_int as _check_int
+from ._checks import check_pow2
 
 INT32_MAX = protocol.INT32_MAX
 PAGE_BLOCKS = 64  # 4 KB pages
@@ -202,24 +204,15 @@ class IPCPState(NamedTuple):
   scalars: jax.Array  # [10] int32 (S_* above)
 
 
+def _check_pow2(name: str, value: Any, hi: int, what: str = "") -> int:
+  return check_pow2(name, value, 1, hi, what)  # table sizes: 1..hi
+
+
 class IPCPConfig(NamedTuple):
   num_candidates: int
   ip_entries: int
   cspt_entries: int
   rst_entries: int
-
-
-def _check_pow2(name: str, value: Any, hi: int, what: str = "") -> int:
-  value = _check_int(name, value, 1, hi)
-  if value & (value - 1):
-    raise ValueError(f"{name}: expected a power of two{what}, given {value}")
-  return value
-
-
-def _check_bool(name: str, value: Any) -> bool:
-  if not isinstance(value, (bool, np.bool_)):
-    raise TypeError(f"{name}: expected a bool, given {value!r}")
-  return bool(value)
 
 
 def _make_params(cfg: IPCPConfig, degree_gs: int = 6, degree_cs: int = 3, degree_cplx: int = 3,
@@ -237,10 +230,10 @@ def _make_params(cfg: IPCPConfig, degree_gs: int = 6, degree_cs: int = 3, degree
   nl_mpki = _check_int("nl_mpki", nl_mpki, 0, 1000)
   nl_window = _check_int("nl_window", nl_window, 1, LOADS_CAP)
   ip_entries = _check_pow2("ip_entries", cfg.ip_entries if ip_entries is None else ip_entries,
-                           cfg.ip_entries, f" <= {cfg.ip_entries} (the allocated IP table)")
+                           cfg.ip_entries, " (the allocated IP table)")
   cspt_entries = _check_pow2(
       "cspt_entries", cfg.cspt_entries if cspt_entries is None else cspt_entries,
-      cfg.cspt_entries, f" <= {cfg.cspt_entries} (the allocated CSPT)")
+      cfg.cspt_entries, " (the allocated CSPT)")
   rst_entries = _check_int("rst_entries", cfg.rst_entries if rst_entries is None else rst_entries,
                            1, cfg.rst_entries)
   level = hierarchy.level_index(fill_level, name="fill_level")
@@ -473,7 +466,7 @@ def ipcp(max_degree: int = 6, *, ip_entries: int = 64, cspt_entries: int = 128,
   K = _check_int("max_degree", max_degree, 1, 64)
   cfg = IPCPConfig(K, _check_pow2("ip_entries", ip_entries, 1 << 16),
                    _check_pow2("cspt_entries", cspt_entries, 128,
-                               " <= 128 (a signature of at most 7 bits)"),
+                               " (a signature of at most 7 bits)"),
                    _check_int("rst_entries", rst_entries, 1, 1024))
   return Prefetcher(name="ipcp_l1", num_candidates=K,
                     make_params=functools.partial(_make_params, cfg),
