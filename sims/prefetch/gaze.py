@@ -64,10 +64,12 @@ seen (stores and padding leave the state unchanged):
 2. *else r not in FT*: insert (r, trigger = o, p). Nothing is prefetched.
    (*r in FT with o = trigger*: SRRIP hit, nothing else.)
 3. *else, the second distinct offset s = o* (trigger t):
-   * ``ss_enabled`` and (t, s) = (0, 1): the SS module, no PT lookup. With the
-     trigger's PC hash h (the artifact hashes the second access's PC here, a
-     departure where the region's first two accesses come from different
-     instructions): if ``con_counter == 8`` or h is in the deque (the
+   * ``ss_enabled`` and (t, s) = (0, 1): the SS module, no PT lookup. With h
+     the PC hash of this (the second) access in ``mode="artifact"`` (the
+     artifact's find is called with the current PC, while training pushes the
+     trigger's, which the AT keeps), of the trigger in ``"fixed"`` (lookup and
+     training then agree when a region's first two accesses come from
+     different instructions): if ``con_counter == 8`` or h is in the deque (the
      *aggressive* bulk), offsets 0..R/4-1 into L1D and R/4..R-1 into L2; elif
      ``con_counter > 2`` (the *conservative* bulk), offsets 0..R/4-1 into L2
      (R/4 is the artifact's ``NUM_BLOCKS / 4``: 0..15 at 4 KiB regions, also in
@@ -96,28 +98,31 @@ seen (stores and padding leave the state unchanged):
      in ``mode="fixed"``. Any other victim writes its footprint into the PT
      entry of its key, overwriting it (no confidence, no merging; a new key
      takes the set's LRU victim).
-4. *Drain*: if r has a PB entry (LRU touch), its pending offsets in the order
-   o+1, o+2, ... (mod R; o itself last, where the artifact clears o's level
-   without issuing it) are the candidates, the first K; the cache takes the
-   first ``budget`` (`protocol`'s rule: the artifact's ``PQ + MSHR < MSHR - 1``
-   and PQ-not-full gate), their levels are cleared (their sources stay), and an
-   entry with nothing left pending is erased. Level 1 fills L1D, level 2 fills
-   L2.
+4. *Drain*: if r has a PB entry (LRU touch), o's level is cleared without
+   issuing it (the block is being demanded: a prefetch of it would be redundant;
+   the artifact's design, both modes); its other pending offsets in the order
+   o+1, o+2, ..., o+R-1 (mod R) are the candidates, the first K; the cache takes
+   the first ``budget`` (`protocol`'s rule: the artifact's ``PQ + MSHR < MSHR -
+   1`` and PQ-not-full gate), their levels are cleared (their sources stay), and
+   an entry with nothing left pending is erased. Level 1 fills L1D, level 2
+   fills L2.
 
 **Modes.** ``"artifact"`` keeps the quirks: training only on AT capacity
 eviction (the artifact never calls its L1D-eviction hook), the ``con_counter
 >> 1`` no-op, PT overwrite, a PT hit that leaves the PT's LRU order alone (the
 artifact's PT find is its only table lookup without a promote, so its "LRU" is
-the order of the writes), and a PB entry allocated for a stride trigger without
-targets (it can evict another region's pending prefetches). ``"fixed"`` halves
-the counter, touches the PT LRU on a hit and allocates nothing for a trigger
-without targets; it does not add eviction training (the `protocol` has no
+the order of the writes), a PB entry allocated for a stride trigger without
+targets (it can evict another region's pending prefetches), and the SS lookup
+by the second access's PC. ``"fixed"`` halves the counter, touches the PT LRU
+on a hit, allocates nothing for a trigger without targets and looks the SS
+deque up by the trigger's PC; it does not add eviction training (the `protocol` has no
 fill / eviction hook) nor PT merging. Both modes share the rest of the
 artifact's design: the trigger's reset of ``last_offset`` and ``last_stride``
 (a deliberate statement that throttles the engine: a trigger covers the next
 strides, and re-arming on every access would re-request the targets already
 pending or issued), the deque of distinct hashes, SS spans of a quarter region,
-and the per-offset sources of the PB.
+the per-offset sources of the PB, and the drain's clearing of the accessed
+offset without issuing it.
 
 **Params** (`GazeParams`, traced): ``pt_entries`` (power of two, 128 ..
 ``max_pt_entries``), ``region_blocks`` (power of two, 8 .. ``max_region_blocks``),
@@ -585,7 +590,9 @@ def _issue(mode: str, Rm: int, K: int, pstate: GazeState, cache_state: Any, acce
   case_second = ft_hit & (o != t)
   cnt = regs[R_CON]
   is_ss = case_second & ss_on & (t == 0) & (o == 1)
-  h = (trig_pc >> 8) & 63
+  # The SS lookup's PC: the second access's in the artifact (its find is called
+  # with the current PC), the trigger's (the one training pushes) in "fixed".
+  h = ((pc if mode == "artifact" else trig_pc) >> 8) & 63
   in_deque = functools.reduce(jnp.logical_or, [regs[R_DEQUE + i] == h for i in range(DEQUE_LEN)])
   ss_aggr = is_ss & ((cnt == CON_MAX) | in_deque)
   key = o * R + t
@@ -774,8 +781,9 @@ def _issue(mode: str, Rm: int, K: int, pstate: GazeState, cache_state: Any, acce
   vals_P = jnp.where(any_fill, fill_P,
                      jnp.where(stride_P, 1 | (jnp.where(promote_P, SRC_PROMOTE, old_src_P) << 2),
                                old_P))
-  pending_P = ((vals_P & 3) != 0) & in_P & present
-  # Drain order o+1, o+2, ... (mod R), o last. Without a sort (a slow kernel on
+  # The accessed offset o is no candidate: its level is cleared, not issued.
+  pending_P = ((vals_P & 3) != 0) & in_P & present & (off_P != o)
+  # Drain order o+1, o+2, ... (mod R). Without a sort (a slow kernel on
   # XLA:CPU) or a cumsum (several): a pending slot's rank is the number of
   # pending slots before it, one sum over [P + 1, P] (the last row counts them
   # all); the K candidates and the issued count by source, one more sum.
@@ -795,7 +803,7 @@ def _issue(mode: str, Rm: int, K: int, pstate: GazeState, cache_state: Any, acce
   for k_src in range(4):
     inc[S_ISSUED + k_src] = pick[K + k_src]
   left = n_pending > take
-  vals_P = jnp.where(issued_P, vals_P & 12, vals_P)  # the source stays
+  vals_P = jnp.where(issued_P | (off_P == o), vals_P & 12, vals_P)  # the source stays
   pb_row = _select(lane_P, [jnp.where(left, r, -1), stamp0], vals_P)
   pb = _write_row(pstate.pb, pb_set, pb_way, jnp.where(present, pb_row, pb_old))
   inc[S_PB_EVICTIONS] = (write & ~pb_hit & b["pb_evictable"]).astype(jnp.int32)
@@ -832,7 +840,8 @@ def gaze(mode: str = "artifact", max_pt_entries: int = 1024, max_region_blocks: 
   Args:
     mode: ``"artifact"`` (the authors' code, quirks kept) or ``"fixed"``
       (``con_counter`` halves, a PT hit touches the PT's LRU, a stride trigger
-      without targets allocates no PB entry; see the module docstring).
+      without targets allocates no PB entry, the SS lookup hashes the trigger's
+      PC; see the module docstring).
     max_pt_entries: the largest ``pt_entries`` a params sweep may use (power of
       two >= 128); the PT is allocated at this size.
     max_region_blocks: the largest ``region_blocks`` (power of two >= 8; 1024

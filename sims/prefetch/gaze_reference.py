@@ -13,7 +13,7 @@ Where the JAX code computes in one vectorised step, this code walks:
 * LRU is a global counter bumped at every touch (the JAX tables stamp with
   ``2 * loads + phase``; both orders are the same, so the same victims);
 * the FT's SRRIP ages by looping "add 1 to every way until one reaches 3";
-* the drain walks offsets o+1, o+2, ... around the region one by one.
+* the drain clears offset o, then walks o+1, o+2, ... around the region one by one.
 
 >>> from jaxsys.sims.cache.reference import RefAccess
 >>> g = GazeReference()
@@ -61,9 +61,10 @@ class GazeReference:
 
   Args:
     mode: ``"artifact"`` (the quirks kept: the no-op ``con_counter >> 1``, no
-      PT LRU touch on a hit, a PB entry for a stride trigger without targets)
-      or ``"fixed"`` (the counter halves, a PT hit touches its LRU, a trigger
-      without targets allocates nothing).
+      PT LRU touch on a hit, a PB entry for a stride trigger without targets,
+      the SS lookup by the second access's PC) or ``"fixed"`` (the counter
+      halves, a PT hit touches its LRU, a trigger without targets allocates
+      nothing, the SS lookup by the trigger's PC).
     pt_entries, region_blocks, degree, lookahead, ss_enabled, pt_enabled,
       ss_all_l1: as `gaze`'s params (already checked there;
       ``GazeReference(**gaze.VARIANTS[name])`` is an artifact variant).
@@ -232,7 +233,10 @@ class GazeReference:
       far = 1 if self.ss_all_l1 else 2  # the level of offsets past the L1D span (or all)
       span = self.R // 4  # the artifact's NUM_BLOCKS / 4: 0..15 at R = 64
       src = SRC_SS
-      if self.con_counter == CON_MAX or pc_hash6(f["pc"]) in self.deque:  # aggressive
+      # The lookup hashes the second access's PC in the artifact, the trigger's
+      # (the one training pushes) in "fixed".
+      h = pc_hash6(access.pc_hash if self.mode == "artifact" else f["pc"])
+      if self.con_counter == CON_MAX or h in self.deque:  # aggressive
         pattern = {k: (1 if k < span else far) for k in range(self.R)}
       elif self.con_counter > 2:  # conservative
         pattern = {k: far for k in range(span)}
@@ -275,7 +279,8 @@ class GazeReference:
   # --------------------------------------------------------------- drain
 
   def issue(self, access: Any, budget: int) -> list[tuple[int, int]]:
-    """4. Drain the PB entry of the accessed region, circularly upward from o+1."""
+    """4. Drain the PB entry of the accessed region, circularly upward from o+1
+    (o itself is cleared, not issued)."""
     b = access.block
     r, o = b // self.R, b % self.R
     pb = self._pb_get(r, create=False)
@@ -283,8 +288,9 @@ class GazeReference:
       self.log.append([])
       return []
     pb["lru"] = self._stamp()
+    pb["pat"].pop(o, None)  # the accessed offset: its level cleared, never issued
     offsets = []
-    for k in range(1, self.R + 1):
+    for k in range(1, self.R):
       off = (o + k) % self.R
       if off in pb["pat"] and len(offsets) < self.K:
         offsets.append(off)

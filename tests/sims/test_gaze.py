@@ -202,6 +202,46 @@ def test_pb_keeps_what_the_budget_refuses():
   assert g.log[k + 14] == blocks_of(100, [5, 41], 0)
 
 
+def test_drain_clears_the_accessed_offset_without_issuing_it():
+  # As test_pb_keeps_what_the_budget_refuses: offset 20 of region 100 issues 35
+  # only, 41 and 5 stay pending. Then region 100's offset 41 (far in time, a
+  # miss, budget 14; stride 21 vs 10, no trigger): 41's level is cleared, not
+  # issued (the artifact's `pattern[region_offset] = 0`); the drain from 42
+  # wraps to 5, the last pending offset: the entry is erased. Issued by the
+  # PT: 35 and 5 (issuing 41 last would have made 3).
+  fillers = [a for r in SET0[1:9] for a in region(r, [3, 5], Q)]
+  head = region(9, [10, 20, 5, 41, 35], P) + fillers + region(100, [10], P)
+  burst = [(5000 * 64 + 64 * k, S) for k in range(13)]
+  k = len(head)
+  trace = hand_trace(head + burst + region(100, [20], P) + region(100, [41], P))
+  instr = np.asarray(trace.instr).copy()
+  instr[k:k + 14] = instr[k - 1] + FAR + np.arange(14)
+  instr[k + 14:] = np.maximum(instr[k + 14:], instr[k + 13] + FAR)
+  for pf in (ARTIFACT, FIXED):
+    _, g = run_both(trace._replace(instr=instr), pf)
+    assert g.log[k + 13] == blocks_of(100, [35], 0)
+    assert g.log[k + 14] == blocks_of(100, [5], 0)
+    assert g.stats["issued_pt"] == 2 and not any(g.pb[100 % gz.PB_SETS])
+
+
+@pytest.mark.parametrize("pf", [ARTIFACT, FIXED], ids=["artifact", "fixed"])
+def test_ss_lookup_pc_artifact_second_access_fixed_trigger(pf):
+  # Region 9's full (0, 1) footprint with PC P puts P's hash (18) in the deque,
+  # con_counter 1 (as in test_streaming_bulk_then_promote). Region 100: offset
+  # 0 with PC Q (hash 4, the trigger: the FT keeps Q), offset 1 with PC P. The
+  # artifact hashes the second access's PC, 18: in the deque, the aggressive
+  # bulk, 2..15 into L1D (budget 14). Fixed hashes the trigger's, 4: not in the
+  # deque and the counter 1 <= 2, no bulk (missed_in_pt).
+  fillers = [a for r in SET0[1:9] for a in region(r, [3, 5], Q)]
+  accesses = region(9, range(64), P) + fillers + region(100, [0], Q) + region(100, [1], P)
+  _, g = run_both(hand_trace(accesses), pf)
+  assert g.deque == [18] and g.stats["ss_lookups"] == 2
+  if pf is ARTIFACT:
+    assert g.log[-1] == blocks_of(100, range(2, 16), 0) and g.stats["ss_bulk"] == 1
+  else:
+    assert g.log[-1] == [] and g.stats["ss_bulk"] == 0
+
+
 def test_streaming_bulk_then_promote():
   # Region 9 (set 0) is accessed at all 64 offsets with PC P: signature (0, 1),
   # SS counter 0 and an empty deque, so no bulk; it is flagged missed_in_pt
@@ -511,8 +551,11 @@ PARITY = [
     ("aos_walk", 1, False, FIXED, SMALL, 32, dict(pt_entries=128), ("pt_hits", "issued_pt")),
     ("stream_copy", 0, True, ARTIFACT, DEFAULT, 8, dict(region_blocks=8),
      ("ss_bulk", "ss_full", "issued_ss")),
+    # (No synthetic case here evicts a pending PB entry since the drain clears
+    # the accessed offset: a fully streamed region's entry empties and is erased.
+    # The PB eviction is hand-worked in test_stride_trigger_without_targets_...)
     ("stream_copy", 1, True, FIXED, DEFAULT, 1, dict(region_blocks=16, pt_entries=512),
-     ("ss_bulk", "ss_full", "pb_evictions")),
+     ("ss_bulk", "ss_full", "stride_triggers")),
     ("stencil2d_row", 0, True, ARTIFACT, SMALL, 16, dict(region_blocks=16, degree=2, lookahead=1),
      ("ss_lookups", "issued_stride")),
     ("stencil2d_row", 2, True, FIXED, DEFAULT, 1, dict(ss_enabled=False, region_blocks=8),
