@@ -1,8 +1,10 @@
 """Cache configurations and random traces shared by the cache simulator's tests."""
 
+import jax
 import numpy as np
 
 from jaxsys.sims.cache import hierarchy as h
+from jaxsys.sims.cache import metrics
 from jaxsys.sims.cache import runner
 
 # L1D 8 sets x 2 ways: nothing in the golden traces is evicted anywhere.
@@ -28,3 +30,19 @@ def random_trace(seed, n=N_RANDOM, span=48, stores=0.3):
                            pc_hash=rng.integers(0, 8, n).astype(np.int32),
                            is_store=(rng.random(n) < stores).astype(np.int8),
                            instr=np.cumsum(gap).astype(np.int32))
+
+
+def assert_sweep_cell_is_a_single_run(result, c, t, trace, config, prefetcher, params, proxy,
+                                      warmup=None):
+  """Sweep cell (config c, trace t) equals a lone `runner.run` of the same settings:
+  the whole final state, the baseline's counters and the speedup. Returns the lone
+  run's ``(state, baseline)``."""
+  state, _ = runner.run(trace, config, params, prefetcher, codes=False, proxy=proxy,
+                        warmup=warmup)
+  base, _ = runner.run(trace, config, h.make_params(), codes=False, proxy=proxy, warmup=warmup)
+  jax.tree.map(np.testing.assert_array_equal,
+               jax.tree.map(lambda v: np.asarray(v)[c, t], result.state), state)
+  np.testing.assert_array_equal(np.asarray(result.baseline.cache.stats)[c, t],
+                                np.asarray(base.cache.stats))
+  assert result.metrics["speedup"][c, t] == metrics.speedup(state, base, params)
+  return state, base

@@ -21,7 +21,8 @@ from jaxsys.sims.cache import sweep
 from jaxsys.sims.prefetch.gaze_reference import GazeReference
 from jaxsys.sims.traces import format as trace_format
 from jaxsys.sims.traces import synthetic
-from tests.sims.cache_fixtures import ROOMY, SMALL_CASCADE, SMALL_SRRIP, random_trace
+from tests.sims.cache_fixtures import (ROOMY, SMALL_CASCADE, SMALL_SRRIP, random_trace,
+                                      assert_sweep_cell_is_a_single_run)
 
 NL1 = protocol.next_line(1)
 NL3 = protocol.next_line(3)
@@ -275,13 +276,7 @@ def test_sweep_varies_feedback_in_one_program():
     x = proxy(d["rob"], feedback=d["feedback"])
     params = h.make_params(prefetcher=NL3.make_params(degree=d["degree"]))
     for t, trace in enumerate(traces):
-      state, _ = runner.run(trace, SWEEP_SMALL, params, NL3, codes=False, proxy=x)
-      base, _ = runner.run(trace, SWEEP_SMALL, h.make_params(), codes=False, proxy=x)
-      jax.tree.map(np.testing.assert_array_equal,
-                   jax.tree.map(lambda v, c=c, t=t: np.asarray(v)[c, t], result.state), state)
-      np.testing.assert_array_equal(np.asarray(result.baseline.cache.stats)[c, t],
-                                    np.asarray(base.cache.stats))
-      assert result.metrics["speedup"][c, t] == metrics.speedup(state, base, params)
+      assert_sweep_cell_is_a_single_run(result, c, t, trace, SWEEP_SMALL, NL3, params, x)
   assert not np.array_equal(np.asarray(result.state.cache.stats)[0],
                             np.asarray(result.state.cache.stats)[1])
   # Other values (feedback flipped, other rob / cpi0), same shapes: no new program.
@@ -535,14 +530,9 @@ def test_sweep_varies_mshr_stall_in_one_program():
     x = runner.make_proxy_params(rob=32, feedback=d["feedback"], mshr_stall=d["mshr_stall"])
     params = h.make_params(prefetcher=NL3.make_params(degree=d["degree"]))
     for t, trace in enumerate(traces):
-      state, _ = runner.run(trace, SWEEP_SMALL, params, NL3, codes=False, proxy=x)
-      base, _ = runner.run(trace, SWEEP_SMALL, h.make_params(), codes=False, proxy=x)
-      jax.tree.map(np.testing.assert_array_equal,
-                   jax.tree.map(lambda v, c=c, t=t: np.asarray(v)[c, t], result.state), state)
-      np.testing.assert_array_equal(np.asarray(result.baseline.cache.stats)[c, t],
-                                    np.asarray(base.cache.stats))
+      state, _ = assert_sweep_cell_is_a_single_run(result, c, t, trace, SWEEP_SMALL, NL3,
+                                                   params, x)
       assert result.metrics["mshr_wait"][c, t] == metrics.mshr_wait(state)
-      assert result.metrics["speedup"][c, t] == metrics.speedup(state, base, params)
   assert (result.metrics["mshr_wait"][0] == 0).all() and (result.metrics["mshr_wait"][1:] > 0).all()
   # Flipped values, same shapes: no new program; the keyword default fills in.
   configs2 = [dict(degree=1, mshr_stall=True, feedback=False),

@@ -13,7 +13,7 @@ from jaxsys.sims.cache import reference as ref
 from jaxsys.sims.cache import runner
 from jaxsys.sims.cache import sweep
 
-from .cache_fixtures import ROOMY, SMALL_CASCADE, random_trace
+from .cache_fixtures import ROOMY, SMALL_CASCADE, assert_sweep_cell_is_a_single_run, random_trace
 
 FAR = 1000
 NL1 = protocol.next_line(1)
@@ -104,13 +104,7 @@ def test_sweep_with_per_trace_warmups_equals_single_runs_and_compiles_once():
     for t, (trace, w) in enumerate(zip(traces, (50, 30))):
       proxy = runner.make_proxy_params(feedback=d["feedback"])
       params = h.make_params(prefetcher=NL1.make_params(degree=1))
-      one, _ = runner.run(trace, config, params, NL1, proxy=proxy, warmup=w)
-      base, _ = runner.run(trace, config, h.make_params(), proxy=proxy, warmup=w)
-      np.testing.assert_array_equal(res.state.cache.stats[c, t], np.asarray(one.cache.stats))
-      np.testing.assert_array_equal(res.baseline.cache.stats[c, t],
-                                    np.asarray(base.cache.stats))
-      assert res.metrics["speedup"][c, t] == pytest.approx(
-          float(metrics.speedup(one, base, params)))
+      assert_sweep_cell_is_a_single_run(res, c, t, trace, config, NL1, params, proxy, warmup=w)
   again = sweep.sweep(traces, config, NL1, dicts, devices=1, warmup=[10, 100], length=200)
   assert again.compilations == 0  # new warm-up lengths: the same program
   assert sweep.program_cache_size(config, NL1, devices=1, warmup=True) == 1
